@@ -1,0 +1,200 @@
+//! Model configuration from a checkpoint's `config.json` (or `params.json`) and
+//! `meta.json` (spec §1, §8): `dataclasses.asdict(ModelArgs)` plus `llama_type`.
+//! As in `MetaModel.from_pretrained`, `max_seq_len` defaults to 4096 and overrides
+//! the file, and `vocab_size` comes from the tokenizer.
+
+use serde_json::Value;
+
+use crate::error::ConfigError;
+
+/// The module name in `meta.json` that picks the architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlamaType {
+    /// Text-only LLaMA (`accessory/model/LLM/llama.py`).
+    Llama,
+    /// Text-only Mixtral with the sparse MoE FFN (`mixtral_sparse.py`).
+    MixtralSparse,
+    LlamaEns,
+    LlamaEns5,
+    LlamaEns10,
+    LlamaEnsLight,
+    LlamaEns5Light,
+    MixtralSparseEns,
+    MixtralSparseEns5,
+}
+
+impl LlamaType {
+    pub const ALL: [(&'static str, LlamaType); 9] = [
+        ("llama", LlamaType::Llama),
+        ("mixtral_sparse", LlamaType::MixtralSparse),
+        ("llama_ens", LlamaType::LlamaEns),
+        ("llama_ens5", LlamaType::LlamaEns5),
+        ("llama_ens10", LlamaType::LlamaEns10),
+        ("llama_ens_light", LlamaType::LlamaEnsLight),
+        ("llama_ens5_light", LlamaType::LlamaEns5Light),
+        ("mixtral_sparse_ens", LlamaType::MixtralSparseEns),
+        ("mixtral_sparse_ens5", LlamaType::MixtralSparseEns5),
+    ];
+
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, t)| *t).ok_or_else(|| {
+            ConfigError::UnknownLlamaType(s.into(), Self::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, t)| *t == self).map(|(n, _)| *n).unwrap_or("?")
+    }
+
+    /// Mixtral-style sparse MoE FFN.
+    pub fn is_moe(self) -> bool {
+        matches!(self, LlamaType::MixtralSparse | LlamaType::MixtralSparseEns | LlamaType::MixtralSparseEns5)
+    }
+
+    /// Whether the checkpoint also holds visual encoders and projections.
+    pub fn is_multimodal(self) -> bool {
+        !matches!(self, LlamaType::Llama | LlamaType::MixtralSparse)
+    }
+}
+
+/// Mixtral MoE routing (`ModelArgs.moe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoeConfig {
+    pub num_experts: usize,
+    pub experts_per_token: usize,
+}
+
+/// The language model's shape (spec §1, §2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmConfig {
+    pub llama_type: LlamaType,
+    pub dim: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub vocab_size: usize,
+    /// FFN hidden size (per expert for MoE).
+    pub ffn_hidden: usize,
+    pub norm_eps: f64,
+    pub rope_theta: f64,
+    pub rope_scaling: Option<f64>,
+    pub max_seq_len: usize,
+    pub moe: Option<MoeConfig>,
+}
+
+/// User choices that override the checkpoint's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigOverrides {
+    /// Context length; `MetaModel.from_pretrained` uses 4096.
+    pub max_seq_len: Option<usize>,
+}
+
+pub const DEFAULT_MAX_SEQ_LEN: usize = 4096;
+
+/// `int(2*(4*dim)/3)`, scaled by `ffn_dim_multiplier`, rounded up to `multiple_of` (llama.py FeedForward).
+pub fn llama_ffn_hidden(dim: usize, multiple_of: usize, ffn_dim_multiplier: Option<f64>) -> usize {
+    let mut h = (2.0 * (4 * dim) as f64 / 3.0) as usize;
+    if let Some(m) = ffn_dim_multiplier {
+        h = (m * h as f64) as usize;
+    }
+    multiple_of * h.div_ceil(multiple_of)
+}
+
+impl LlmConfig {
+    pub fn head_dim(&self) -> usize {
+        self.dim / self.n_heads
+    }
+
+    /// Parses `config.json` + `meta.json` text. `vocab_size` is the tokenizer's size.
+    pub fn from_json(
+        config: &str,
+        meta: &str,
+        vocab_size: usize,
+        overrides: &ConfigOverrides,
+    ) -> Result<Self, ConfigError> {
+        let json = |text: &str, file: &str| -> Result<Value, ConfigError> {
+            serde_json::from_str(text).map_err(|e| ConfigError::Json { file: file.into(), reason: e.to_string() })
+        };
+        let meta = json(meta, "meta.json")?;
+        let llama_type = meta["llama_type"]
+            .as_str()
+            .ok_or_else(|| ConfigError::Field { file: "meta.json".into(), field: "llama_type".into() })?;
+        let llama_type = LlamaType::parse(llama_type)?;
+        let c = json(config, "config.json")?;
+        let field = |f: &str| ConfigError::Field { file: "config.json".into(), field: f.into() };
+        let usize_of = |f: &str| c[f].as_u64().map(|v| v as usize).ok_or_else(|| field(f));
+        let opt_f64 = |f: &str| if c[f].is_null() { Ok(None) } else { c[f].as_f64().map(Some).ok_or_else(|| field(f)) };
+
+        let dim = usize_of("dim")?;
+        let n_layers = usize_of("n_layers")?;
+        let n_heads = usize_of("n_heads")?;
+        let n_kv_heads = if c["n_kv_heads"].is_null() { n_heads } else { usize_of("n_kv_heads")? };
+        let norm_eps = opt_f64("norm_eps")?.unwrap_or(1e-5);
+        let default_theta = if llama_type.is_moe() { 1e6 } else { 10000.0 };
+        let rope_theta = opt_f64("rope_theta")?.unwrap_or(default_theta);
+        let rope_scaling = opt_f64("rope_scaling")?;
+        let (ffn_hidden, moe) = if llama_type.is_moe() {
+            let moe = &c["moe"];
+            let get = |k: &str, d: u64| if moe[k].is_null() { Ok(d) } else { moe[k].as_u64().ok_or_else(|| field(&format!("moe.{k}"))) };
+            let moe = MoeConfig {
+                num_experts: get("num_experts", 8)? as usize,
+                experts_per_token: get("num_experts_per_tok", 2)? as usize,
+            };
+            let hidden = if c["hidden_dim"].is_null() { 16384 } else { usize_of("hidden_dim")? };
+            (hidden, Some(moe))
+        } else {
+            let multiple_of = if c["multiple_of"].is_null() { 256 } else { usize_of("multiple_of")? };
+            (llama_ffn_hidden(dim, multiple_of, opt_f64("ffn_dim_multiplier")?), None)
+        };
+        let cfg = LlmConfig {
+            llama_type,
+            dim,
+            n_layers,
+            n_heads,
+            n_kv_heads,
+            vocab_size,
+            ffn_hidden,
+            norm_eps,
+            rope_theta,
+            rope_scaling,
+            max_seq_len: overrides.max_seq_len.unwrap_or(DEFAULT_MAX_SEQ_LEN),
+            moe,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.dim == 0 || self.n_heads == 0 || self.n_layers == 0 || self.vocab_size == 0 {
+            return bad("dim, n_heads, n_layers and vocab_size must be positive".into());
+        }
+        if self.dim % self.n_heads != 0 || self.head_dim() % 2 != 0 {
+            return bad(format!("dim {} must split into {} heads of even size", self.dim, self.n_heads));
+        }
+        if self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+            return bad(format!("n_heads {} is not a multiple of n_kv_heads {}", self.n_heads, self.n_kv_heads));
+        }
+        if self.max_seq_len == 0 {
+            return bad("max_seq_len must be positive".into());
+        }
+        if let Some(m) = self.moe {
+            if m.experts_per_token == 0 || m.experts_per_token > m.num_experts {
+                return bad(format!("{} experts per token of {}", m.experts_per_token, m.num_experts));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of LLM parameters.
+    pub fn parameter_count(&self) -> u64 {
+        let (d, hd) = (self.dim as u64, self.head_dim() as u64);
+        let attn = d * hd * (2 * self.n_heads as u64 + 2 * self.n_kv_heads as u64);
+        let ffn = match self.moe {
+            Some(m) => 3 * m.num_experts as u64 * self.ffn_hidden as u64 * d + m.num_experts as u64 * d,
+            None => 3 * self.ffn_hidden as u64 * d,
+        };
+        let per_layer = attn + ffn + 2 * d;
+        2 * self.vocab_size as u64 * d + self.n_layers as u64 * per_layer + d
+    }
+}

@@ -1,0 +1,76 @@
+//! Typed errors: every bad input names what was wrong.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum TokenizerError {
+    #[error("tokenizer.model is corrupt: {0}")]
+    Corrupt(String),
+    #[error("unsupported SentencePiece model: {0}")]
+    Unsupported(String),
+}
+
+#[derive(Debug, Error)]
+pub enum WeightError {
+    #[error("checkpoint file '{file}' is not a readable PyTorch archive: {reason}")]
+    BadArchive { file: String, reason: String },
+    #[error("checkpoint pickle in '{file}' cannot be read: {reason}")]
+    BadPickle { file: String, reason: String },
+    #[error("safetensors file '{file}' is invalid: {reason}")]
+    BadSafetensors { file: String, reason: String },
+    #[error("tensor '{name}' in '{file}' needs bytes {start}..{end} but the file has {len} (truncated?)")]
+    Truncated { file: String, name: String, start: u64, end: u64, len: u64 },
+    #[error("missing tensor '{name}'")]
+    MissingTensor { name: String },
+    #[error("unexpected tensor '{name}' (not used by the '{arch}' architecture)")]
+    UnexpectedTensor { name: String, arch: String },
+    #[error("tensor '{name}' has shape {got:?}, expected {expected:?}")]
+    ShapeMismatch { name: String, expected: Vec<usize>, got: Vec<usize> },
+    #[error("tensor '{name}' has unsupported dtype {dtype}")]
+    UnsupportedDtype { name: String, dtype: String },
+    #[error("model-parallel shards are inconsistent: {0}")]
+    ShardMismatch(String),
+    #[error("no checkpoint found: {0}")]
+    NoCheckpoint(String),
+    #[error("reading '{file}': {reason}")]
+    Io { file: String, reason: String },
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{file} is not valid JSON: {reason}")]
+    Json { file: String, reason: String },
+    #[error("{file}: missing or invalid field '{field}'")]
+    Field { file: String, field: String },
+    #[error("unknown llama_type '{0}' in meta.json (known: {1})")]
+    UnknownLlamaType(String, String),
+    #[error("invalid model configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Error)]
+pub enum GenerateError {
+    #[error("the prompt has {prompt} tokens but the context allows at most {max} (max_seq_len {max_seq_len} − max_gen_len {max_gen_len}{image})", image = if *.image > 0 { format!(" − {} image tokens", .image) } else { String::new() })]
+    PromptTooLong { prompt: usize, max: usize, max_seq_len: usize, max_gen_len: usize, image: usize },
+    #[error("the context is full ({0} positions)")]
+    ContextFull(usize),
+    #[error("invalid sampling option: {0}")]
+    BadOption(String),
+    #[error("reading results back from the device failed: {0}")]
+    Readback(String),
+}
+
+/// Any error the core can return.
+#[derive(Debug, Error)]
+pub enum SphinxError {
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Weights(#[from] WeightError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Generate(#[from] GenerateError),
+}
+
+pub type Result<T, E = SphinxError> = std::result::Result<T, E>;

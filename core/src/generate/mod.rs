@@ -1,0 +1,12 @@
+//! Text generation (spec §5): the conversation template, sampling, stop sequences
+//! and the one async generation loop every target uses.
+
+mod conversation;
+mod generator;
+mod sampler;
+mod stop;
+
+pub use conversation::{Conversation, Role, SYSTEM_PROMPT};
+pub use generator::{generate, Generation, GenerationOptions, StopReason};
+pub use sampler::Sampler;
+pub use stop::StopSequences;

@@ -1,0 +1,75 @@
+//! Multi-head attention with grouped kv heads (spec §2.4): q head `j` uses kv head
+//! `j / n_rep`, scores scaled by `1/√hd`, and a right-aligned causal mask for chunks
+//! of more than one token, so a prompt can be prefilled in pieces.
+
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::kv_cache::LayerCache;
+use super::linear::Linear;
+use super::rope::Rope;
+use crate::config::LlmConfig;
+use crate::error::WeightError;
+use crate::weights::{WeightLoader, WeightSource};
+
+#[derive(Debug, Clone)]
+pub struct Attention {
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    pub async fn load<S: WeightSource>(l: &WeightLoader<'_, S>, p: &str, c: &LlmConfig) -> Result<Self, WeightError> {
+        let hd = c.head_dim();
+        Ok(Self {
+            wq: Linear::load(l, &format!("{p}.wq.weight"), c.n_heads * hd, c.dim).await?,
+            wk: Linear::load(l, &format!("{p}.wk.weight"), c.n_kv_heads * hd, c.dim).await?,
+            wv: Linear::load(l, &format!("{p}.wv.weight"), c.n_kv_heads * hd, c.dim).await?,
+            wo: Linear::load(l, &format!("{p}.wo.weight"), c.dim, c.n_heads * hd).await?,
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: hd,
+        })
+    }
+
+    /// x: [B, S, D] at positions `start..start + S` → [B, S, D]
+    pub fn forward(&self, x: Tensor<3>, start: usize, rope: &Rope, cache: &mut LayerCache, max_len: usize) -> Tensor<3> {
+        let [b, s, _] = x.dims();
+        let (hq, hkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let n_rep = hq / hkv;
+        let q = rope.apply(self.wq.forward(x.clone()).reshape([b, s, hq, hd]), start);
+        let k = rope.apply(self.wk.forward(x.clone()).reshape([b, s, hkv, hd]), start);
+        let v = self.wv.forward(x).reshape([b, s, hkv, hd]);
+        let (keys, values) = cache.append(k.swap_dims(1, 2), v.swap_dims(1, 2), start, max_len); // [B, Hkv, T, hd]
+        // Group the n_rep query heads that share a kv head: [B, Hkv, n_rep·S, hd].
+        let q = q.swap_dims(1, 2).reshape([b, hkv, n_rep * s, hd]);
+        let scores = q.matmul(keys.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt()); // [B, Hkv, n_rep·S, T]
+        let scores = if s > 1 {
+            let mask = causal_mask(n_rep, s, start, &scores.device());
+            scores.add(mask)
+        } else {
+            scores
+        };
+        let out = softmax(scores, 3).matmul(values); // [B, Hkv, n_rep·S, hd]
+        let out = out.reshape([b, hq, s, hd]).swap_dims(1, 2).reshape([b, s, hq * hd]);
+        self.wo.forward(out)
+    }
+}
+
+/// Additive mask [1, 1, n_rep·S, start + S]: query `i` of the chunk sees key `j`
+/// iff `j ≤ start + i` (`(i − q_len) ≥ (j − kv_len)`, llama.py `_make_causal_mask`).
+fn causal_mask(n_rep: usize, s: usize, start: usize, device: &Device) -> Tensor<4> {
+    let t = start + s;
+    let mut m = Vec::with_capacity(n_rep * s * t);
+    for _ in 0..n_rep {
+        for i in 0..s {
+            m.extend((0..t).map(|j| if j <= start + i { 0.0f32 } else { f32::NEG_INFINITY }));
+        }
+    }
+    Tensor::from_data(TensorData::new(m, [1, 1, n_rep * s, t]), device)
+}

@@ -1,0 +1,23 @@
+//! The LLaMA-2 / Mixtral language model of SPHINX (spec §2), transcribed from
+//! LLaMA2-Accessory `accessory/model/LLM/llama.py` and `mixtral_sparse.py`
+//! (commit 3777c439). Activations are f32 on every backend.
+
+mod attention;
+mod feed_forward;
+mod kv_cache;
+mod linear;
+mod moe;
+mod rms_norm;
+mod rope;
+mod transformer;
+
+pub use kv_cache::KvCache;
+pub use linear::Linear;
+pub use transformer::Llm;
+
+/// Reads a float tensor back to the host through the async API (the only one the
+/// browser allows).
+pub async fn read_f32<const D: usize>(t: burn::tensor::Tensor<D>) -> Result<Vec<f32>, crate::error::GenerateError> {
+    let data = t.into_data_async().await.map_err(|e| crate::error::GenerateError::Readback(format!("{e:?}")))?;
+    data.convert::<f32>().try_into_vec::<f32>().map_err(|e| crate::error::GenerateError::Readback(format!("{e:?}")))
+}

@@ -1,0 +1,120 @@
+//! The decoder stack (spec §2.1): pre-norm blocks, final RMSNorm, and the untied
+//! output head applied to the last position only.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::attention::Attention;
+use super::feed_forward::FeedForward;
+use super::kv_cache::KvCache;
+use super::linear::Linear;
+use super::moe::Moe;
+use super::rms_norm::RmsNorm;
+use super::rope::Rope;
+use crate::config::LlmConfig;
+use crate::error::{GenerateError, WeightError};
+use crate::weights::{WeightLoader, WeightSource};
+
+#[derive(Debug, Clone)]
+enum Ffn {
+    Dense(FeedForward),
+    Moe(Moe),
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    attention: Attention,
+    feed_forward: Ffn,
+    attention_norm: RmsNorm,
+    ffn_norm: RmsNorm,
+}
+
+/// The language model. Field names follow the checkpoint keys (`llma.<field>...`).
+#[derive(Debug, Clone)]
+pub struct Llm {
+    config: LlmConfig,
+    /// tok_embeddings: [vocab, D]
+    tok_embeddings: Tensor<2>,
+    layers: Vec<Block>,
+    norm: RmsNorm,
+    output: Linear,
+    rope: Rope,
+    device: Device,
+}
+
+impl Llm {
+    /// Loads every LLM tensor through `l`, one at a time.
+    pub async fn load<S: WeightSource>(config: &LlmConfig, l: &WeightLoader<'_, S>) -> Result<Self, WeightError> {
+        let c = config;
+        let mut layers = Vec::with_capacity(c.n_layers);
+        for i in 0..c.n_layers {
+            let p = format!("layers.{i}");
+            let feed_forward = match c.moe {
+                Some(moe) => Ffn::Moe(Moe::load(l, &format!("{p}.feed_forward"), c, moe).await?),
+                None => Ffn::Dense(FeedForward::load(l, &format!("{p}.feed_forward"), c).await?),
+            };
+            layers.push(Block {
+                attention: Attention::load(l, &format!("{p}.attention"), c).await?,
+                feed_forward,
+                attention_norm: RmsNorm::load(l, &format!("{p}.attention_norm.weight"), c.dim, c.norm_eps).await?,
+                ffn_norm: RmsNorm::load(l, &format!("{p}.ffn_norm.weight"), c.dim, c.norm_eps).await?,
+            });
+        }
+        let device = l.device().clone();
+        Ok(Self {
+            tok_embeddings: l.tensor("tok_embeddings.weight", [c.vocab_size, c.dim]).await?,
+            norm: RmsNorm::load(l, "norm.weight", c.dim, c.norm_eps).await?,
+            output: Linear::load(l, "output.weight", c.vocab_size, c.dim).await?,
+            rope: Rope::new(c.head_dim(), c.max_seq_len, c.rope_theta, c.rope_scaling, &device),
+            layers,
+            config: c.clone(),
+            device,
+        })
+    }
+
+    pub fn config(&self) -> &LlmConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.config.n_layers, self.config.max_seq_len)
+    }
+
+    /// tokens → embeddings [1, S, D]
+    pub fn embed(&self, tokens: &[u32]) -> Tensor<3> {
+        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [tokens.len()]), &self.device);
+        self.tok_embeddings.clone().select(0, ids).unsqueeze_dim(0)
+    }
+
+    /// Feeds token ids at the cache's position; returns the last position's logits [1, vocab].
+    pub async fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor<2>, GenerateError> {
+        self.forward_embeds(self.embed(tokens), cache).await
+    }
+
+    /// Feeds embeddings h: [1, S, D] (text, or BOS + image tokens + text) at the cache's
+    /// position, RoPE positions continuing from it; returns the last logits [1, vocab].
+    pub async fn forward_embeds(&self, h: Tensor<3>, cache: &mut KvCache) -> Result<Tensor<2>, GenerateError> {
+        let [b, s, d] = h.dims();
+        cache.reserve(s)?;
+        let start = cache.pos();
+        let max_len = cache.max_seq_len();
+        let mut h = h;
+        for (block, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let a = block.attention.forward(block.attention_norm.forward(h.clone()), start, &self.rope, lc, max_len);
+            h = h.add(a);
+            let x = block.ffn_norm.forward(h.clone());
+            let f = match &block.feed_forward {
+                Ffn::Dense(ff) => ff.forward(x),
+                Ffn::Moe(moe) => moe.forward(x).await?,
+            };
+            h = h.add(f);
+        }
+        cache.advance(s);
+        let last = h.slice([0..b, s - 1..s, 0..d]);
+        Ok(self.output.forward(self.norm.forward(last)).reshape([b, self.config.vocab_size]))
+    }
+}

@@ -1,0 +1,95 @@
+//! Turns checkpoint tensors into device tensors, one at a time, checking each
+//! name and shape against what the model expects and reporting progress.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::WeightSource;
+use crate::error::WeightError;
+
+/// Progress of a weight load, in bytes as stored in the checkpoint.
+#[derive(Debug, Clone)]
+pub struct LoadProgress {
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+    pub tensor: String,
+}
+
+pub struct WeightLoader<'a, S: WeightSource> {
+    source: &'a S,
+    device: Device,
+    /// `"llma."` for LLaMA2-Accessory checkpoints, `""` for Meta's original layout.
+    prefix: &'static str,
+    used: RefCell<BTreeSet<String>>,
+    done: Cell<u64>,
+    total: u64,
+    on_progress: RefCell<&'a mut dyn FnMut(&LoadProgress)>,
+}
+
+impl<'a, S: WeightSource> WeightLoader<'a, S> {
+    pub fn new(source: &'a S, device: &Device, on_progress: &'a mut dyn FnMut(&LoadProgress)) -> Self {
+        let names = source.names();
+        let prefix = if names.iter().any(|n| n.starts_with("llma.")) { "llma." } else { "" };
+        let total = names.iter().filter_map(|n| source.info(n)).map(|i| i.byte_len() as u64).sum();
+        Self {
+            source,
+            device: device.clone(),
+            prefix,
+            used: RefCell::new(BTreeSet::new()),
+            done: Cell::new(0),
+            total,
+            on_progress: RefCell::new(on_progress),
+        }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Shape of a tensor by its model name (without the `llma.` prefix).
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.source.info(&format!("{}{name}", self.prefix)).map(|i| i.shape)
+    }
+
+    /// Loads `name` (without the `llma.` prefix) as f32, requiring `shape`.
+    pub async fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<D>, WeightError> {
+        let full = format!("{}{name}", self.prefix);
+        let info = self.source.info(&full).ok_or_else(|| WeightError::MissingTensor { name: full.clone() })?;
+        if info.shape != shape {
+            return Err(WeightError::ShapeMismatch { name: full, expected: shape.to_vec(), got: info.shape });
+        }
+        let host = self.source.read(&full).await?;
+        let values = host
+            .to_f32()
+            .ok_or_else(|| WeightError::UnsupportedDtype { name: full.clone(), dtype: host.dtype.to_string() })?;
+        if values.len() != info.numel() {
+            return Err(WeightError::ShapeMismatch { name: full, expected: shape.to_vec(), got: vec![values.len()] });
+        }
+        self.used.borrow_mut().insert(full.clone());
+        self.done.set(self.done.get() + host.bytes.len() as u64);
+        (self.on_progress.borrow_mut())(&LoadProgress { done_bytes: self.done.get(), total_bytes: self.total, tensor: full });
+        Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
+    }
+
+    /// Marks every tensor under `prefix` (without `llma.`) as deliberately unused.
+    pub fn skip_prefix(&self, prefix: &str) {
+        let full = format!("{}{prefix}", self.prefix);
+        let mut used = self.used.borrow_mut();
+        for n in self.source.names() {
+            if n.starts_with(&full) {
+                used.insert(n);
+            }
+        }
+    }
+
+    /// Fails on the first checkpoint tensor the model did not use.
+    pub fn finish(self, arch: &str) -> Result<(), WeightError> {
+        let used = self.used.borrow();
+        match self.source.names().into_iter().find(|n| !used.contains(n)) {
+            Some(name) => Err(WeightError::UnexpectedTensor { name, arch: arch.into() }),
+            None => Ok(()),
+        }
+    }
+}

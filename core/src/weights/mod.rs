@@ -1,0 +1,68 @@
+//! The weight-source seam (design.md §3): the one thing that differs between a
+//! local `.pth` set, a safetensors file, an HTTP shard set or a mix of two sources.
+//! Model code only ever asks a [`WeightSource`] for one tensor at a time, so host
+//! memory peaks near the largest tensor, never the whole model.
+
+mod bytes;
+mod dtype;
+mod loader;
+mod pickle;
+mod pth;
+mod safetensors;
+mod sharded;
+
+pub use bytes::{ByteSource, MemoryBytes};
+pub use dtype::{DType, HostTensor, TensorInfo};
+pub use loader::{LoadProgress, WeightLoader};
+pub use pth::PthFile;
+pub use safetensors::{SafetensorsFile, write_safetensors};
+pub use sharded::{ModelParallelSource, SplitRule};
+
+use crate::error::WeightError;
+
+/// A set of named tensors that can be read one at a time.
+#[allow(async_fn_in_trait)]
+pub trait WeightSource {
+    /// Every tensor name, in a stable order.
+    fn names(&self) -> Vec<String>;
+    /// Dtype and shape of one tensor, without reading it.
+    fn info(&self, name: &str) -> Option<TensorInfo>;
+    /// The bytes of one tensor, row-major, little-endian.
+    async fn read(&self, name: &str) -> Result<HostTensor, WeightError>;
+}
+
+/// A plain list of checkpoint files of one model: either model-parallel `.pth`
+/// shards (merged on read) or a single safetensors file.
+pub enum CheckpointSource<B: ByteSource> {
+    Pth(ModelParallelSource<PthFile<B>>),
+    Safetensors(SafetensorsFile<B>),
+}
+
+impl<B: ByteSource> WeightSource for CheckpointSource<B> {
+    fn names(&self) -> Vec<String> {
+        match self {
+            Self::Pth(s) => s.names(),
+            Self::Safetensors(s) => s.names(),
+        }
+    }
+    fn info(&self, name: &str) -> Option<TensorInfo> {
+        match self {
+            Self::Pth(s) => s.info(name),
+            Self::Safetensors(s) => s.info(name),
+        }
+    }
+    async fn read(&self, name: &str) -> Result<HostTensor, WeightError> {
+        match self {
+            Self::Pth(s) => s.read(name).await,
+            Self::Safetensors(s) => s.read(name).await,
+        }
+    }
+}
+
+/// Parses `consolidated.NN-of-MM.model.pth` and returns `(rank, world)`.
+pub fn parse_shard_name(file_name: &str) -> Option<(usize, usize)> {
+    let rest = file_name.strip_prefix("consolidated.")?;
+    let rest = rest.strip_suffix(".model.pth").or_else(|| rest.strip_suffix(".pth"))?;
+    let (rank, world) = rest.split_once("-of-")?;
+    Some((rank.parse().ok()?, world.parse().ok()?))
+}

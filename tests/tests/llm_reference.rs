@@ -1,0 +1,92 @@
+//! The LLM against the PyTorch transcription of LLaMA2-Accessory's forward
+//! (fixtures/gen/llm_reference.py): full prefill, chunked prefill, then 32 cached
+//! greedy steps, on every backend. Tolerance: max |Δlogit| ≤ 1e-3 · max |logit|.
+
+use sphinx_core::llm::read_f32;
+use sphinx_core::generate::Sampler;
+use sphinx_tests::{devices, load_model, rel_max_err, Reference};
+
+const TOL: f32 = 1e-3;
+
+fn check_fixture(name: &str) {
+    let reference = Reference::load(name);
+    let prompt = reference.ids("prompt_tokens");
+    let chunks: Vec<usize> =
+        reference.meta["prefill_chunks"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap() as usize).collect();
+    let want_tokens = reference.ids("greedy_tokens");
+    for (backend, device) in devices() {
+        let model = load_model(name, &device);
+        let llm = &model.llm;
+
+        let mut cache = llm.new_cache();
+        let full = pollster::block_on(async { read_f32(llm.forward(&prompt, &mut cache).await.unwrap()).await.unwrap() });
+        let e = rel_max_err(&full, &reference.f32("logits_full_prefill"));
+        eprintln!("{name} [{backend}] full prefill: max err {e:.2e} × max|logit|");
+        assert!(e <= TOL, "{name} [{backend}] full prefill error {e}");
+
+        let mut cache = llm.new_cache();
+        let mut pos = 0;
+        let mut logits = Vec::new();
+        for c in &chunks {
+            logits = pollster::block_on(async {
+                read_f32(llm.forward(&prompt[pos..pos + c], &mut cache).await.unwrap()).await.unwrap()
+            });
+            pos += c;
+        }
+        let e = rel_max_err(&logits, &reference.f32("logits_chunked_prefill"));
+        eprintln!("{name} [{backend}] chunked prefill {chunks:?}: max err {e:.2e}");
+        assert!(e <= TOL, "{name} [{backend}] chunked prefill error {e}");
+
+        let mut greedy = Sampler::new(0.0, 1.0, 0);
+        let mut tokens = Vec::new();
+        let mut worst = 0f32;
+        for step in 0..want_tokens.len() {
+            let t = greedy.sample(&logits);
+            tokens.push(t);
+            if step + 1 == want_tokens.len() {
+                break;
+            }
+            // Feed the reference token so one early mismatch cannot cascade.
+            let fed = want_tokens[step];
+            logits = pollster::block_on(async { read_f32(llm.forward(&[fed], &mut cache).await.unwrap()).await.unwrap() });
+            let key = format!("logits_step_{step}");
+            if reference.has(&key) {
+                let e = rel_max_err(&logits, &reference.f32(&key));
+                worst = worst.max(e);
+                assert!(e <= TOL, "{name} [{backend}] step {step} error {e}");
+            }
+        }
+        eprintln!("{name} [{backend}] cached steps: max err {worst:.2e}");
+        assert_eq!(tokens, want_tokens, "{name} [{backend}] greedy tokens");
+    }
+}
+
+#[test]
+fn llama_two_model_parallel_bf16_shards() {
+    check_fixture("tiny-llama-mp2");
+}
+
+#[test]
+fn llama_grouped_kv_heads_fp16() {
+    check_fixture("tiny-llama-gqa");
+}
+
+#[test]
+fn mixtral_sparse_moe_two_shards() {
+    check_fixture("tiny-mixtral-mp2");
+}
+
+#[test]
+fn safetensors_checkpoint_gives_the_same_logits() {
+    // tiny-llama-gqa-safetensors holds the same tensors as tiny-llama-gqa, written by the
+    // Python `safetensors` package.
+    let reference = Reference::load("tiny-llama-gqa");
+    let prompt = reference.ids("prompt_tokens");
+    for (backend, device) in devices() {
+        let model = load_model("tiny-llama-gqa-safetensors", &device);
+        let mut cache = model.llm.new_cache();
+        let got = pollster::block_on(async { read_f32(model.llm.forward(&prompt, &mut cache).await.unwrap()).await.unwrap() });
+        let e = rel_max_err(&got, &reference.f32("logits_full_prefill"));
+        assert!(e <= TOL, "[{backend}] safetensors prefill error {e}");
+    }
+}
