@@ -198,3 +198,60 @@ impl LlmConfig {
         2 * self.vocab_size as u64 * d + self.n_layers as u64 * per_layer + d
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(config: &str, llama_type: &str) -> LlmConfig {
+        let meta = format!("{{\"llama_type\": \"{llama_type}\"}}");
+        LlmConfig::from_json(config, &meta, 32000, &ConfigOverrides::default()).unwrap()
+    }
+
+    #[test]
+    fn llama2_13b_shapes() {
+        let c = parse(r#"{"dim": 5120, "n_layers": 40, "n_heads": 40, "n_kv_heads": null, "multiple_of": 256,
+            "ffn_dim_multiplier": null, "norm_eps": 1e-05, "max_seq_len": 2048, "rope_scaling": null}"#, "llama_ens5");
+        assert_eq!((c.ffn_hidden, c.head_dim(), c.n_kv_heads, c.max_seq_len), (13824, 128, 40, 4096));
+        assert_eq!(c.rope_theta, 10000.0);
+        assert!(c.llama_type.is_multimodal() && !c.llama_type.is_moe());
+        // LLaMA-2-13B has 13,015,864,320 parameters.
+        assert_eq!(c.parameter_count(), 13_015_864_320);
+    }
+
+    #[test]
+    fn tinyllama_grouped_kv_heads() {
+        let c = parse(r#"{"dim": 2048, "n_layers": 22, "n_heads": 32, "n_kv_heads": 4, "multiple_of": 256}"#, "llama_ens_light");
+        assert_eq!((c.ffn_hidden, c.head_dim(), c.n_kv_heads), (5632, 64, 4));
+        // TinyLlama-1.1B: 1,100,048,384 parameters.
+        assert_eq!(c.parameter_count(), 1_100_048_384);
+    }
+
+    #[test]
+    fn mixtral_moe() {
+        let c = parse(r#"{"dim": 4096, "n_layers": 32, "n_heads": 32, "n_kv_heads": 8, "hidden_dim": 14336,
+            "moe": {"num_experts": 8, "num_experts_per_tok": 2}}"#, "mixtral_sparse_ens");
+        assert_eq!(c.moe, Some(MoeConfig { num_experts: 8, experts_per_token: 2 }));
+        assert_eq!((c.ffn_hidden, c.rope_theta, c.head_dim()), (14336, 1e6, 128));
+        // Mixtral-8x7B: 46,702,792,704 parameters.
+        assert_eq!(c.parameter_count(), 46_702_792_704);
+    }
+
+    #[test]
+    fn ffn_formula_with_multiplier() {
+        assert_eq!(llama_ffn_hidden(32, 32, Some(1.5)), 128);
+        assert_eq!(llama_ffn_hidden(4096, 256, None), 11008);
+    }
+
+    #[test]
+    fn overrides_and_errors() {
+        let meta = r#"{"llama_type": "llama"}"#;
+        let cfg = r#"{"dim": 64, "n_layers": 2, "n_heads": 4}"#;
+        let c = LlmConfig::from_json(cfg, meta, 100, &ConfigOverrides { max_seq_len: Some(128) }).unwrap();
+        assert_eq!(c.max_seq_len, 128);
+        let e = LlmConfig::from_json(r#"{"dim": 64, "n_layers": 2, "n_heads": 3}"#, meta, 100, &Default::default());
+        assert!(matches!(e, Err(ConfigError::Invalid(_))));
+        let e = LlmConfig::from_json(r#"{"n_layers": 2, "n_heads": 4}"#, meta, 100, &Default::default());
+        assert!(matches!(e, Err(ConfigError::Field { field, .. }) if field == "dim"));
+    }
+}

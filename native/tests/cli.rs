@@ -1,0 +1,49 @@
+//! The `sphinx` binary end to end on the default (repository) model.
+
+use std::process::Command;
+
+fn sphinx(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sphinx")).args(args).output().expect("sphinx runs")
+}
+
+#[test]
+fn generate_streams_the_reference_greedy_answer() {
+    // fixtures/reference/tiny-llama-mp2.* hold the PyTorch greedy continuation of exactly
+    // this chat prompt on the default model; its decoded text is what must be printed.
+    let out = sphinx(&["generate", "--prompt", "What's in the image?", "--temperature", "0", "--max-tokens", "33", "--device", "cpu"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
+    let tok = std::fs::read(format!("{fixtures}/tokenizer/llama2-tokenizer.model")).unwrap();
+    let tok = sphinx_core::tokenizer::Tokenizer::from_model_bytes(&tok).unwrap();
+    let refs = std::fs::read(format!("{fixtures}/reference/tiny-llama-mp2.safetensors")).unwrap();
+    let refs = sphinx_core::weights::SafetensorsFile::open(sphinx_core::weights::MemoryBytes::new("ref", refs)).unwrap();
+    use sphinx_core::weights::WeightSource;
+    let ids = pollster::block_on(refs.read("greedy_tokens")).unwrap().to_i64().unwrap();
+    let ids: Vec<u32> = ids.into_iter().map(|i| i as u32).collect();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{}\n", tok.decode(&ids)));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("50 prompt tokens"));
+}
+
+#[test]
+fn info_describes_the_model() {
+    let out = sphinx(&["info"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("llama_type   llama"), "{text}");
+    assert!(text.contains("dim 32 · 2 layers · 4 heads · 4 kv heads"), "{text}");
+    assert!(text.contains("2 file(s)") && text.contains("BF16"), "{text}");
+}
+
+#[test]
+fn bad_model_directory_is_a_clear_error() {
+    let out = sphinx(&["generate", "--model", "/nonexistent/model", "--prompt", "hi"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("model directory /nonexistent/model does not exist"));
+}
+
+#[test]
+fn bad_sampling_option_is_a_clear_error() {
+    let out = sphinx(&["generate", "--prompt", "hi", "--top-p", "1.5", "--device", "cpu"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("top_p must be in (0, 1]"));
+}
