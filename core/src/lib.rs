@@ -7,6 +7,7 @@ pub mod error;
 pub mod generate;
 pub mod llm;
 pub mod model;
+pub mod preprocess;
 pub mod tokenizer;
 pub mod weights;
 

@@ -4,3 +4,4 @@
 
 pub mod device;
 pub mod model_dir;
+pub mod views;

@@ -13,6 +13,7 @@ use sphinx_core::tokenizer::Tokenizer;
 use sphinx_core::weights::{DType, WeightSource};
 use sphinx_native::device::{init_device, DeviceChoice};
 use sphinx_native::model_dir::open_model_dir;
+use sphinx_native::views;
 
 /// The model used when `--model` is not given: a tiny random-weight LLaMA kept in the
 /// repository (two model-parallel bf16 shards), so every command runs without a download.
@@ -31,6 +32,27 @@ enum Command {
     Generate(GenerateArgs),
     /// Describe a model: architecture, parameter count, dtypes, bytes.
     Info(ModelArgs),
+    /// Write the views an image becomes (global view and sub-images, per encoder family) as PNGs.
+    Views(ViewsArgs),
+}
+
+#[derive(Args)]
+struct ViewsArgs {
+    /// The image (JPEG, PNG, WebP, GIF or BMP).
+    image: PathBuf,
+    /// Which SPHINX variant's preprocessing: sphinx, sphinx-1k, sphinx-v2-1k, sphinx-2k, sphinx-moe,
+    /// sphinx-moe-1k, sphinx-tiny, sphinx-tiny-1k.
+    #[arg(long, default_value = "sphinx-1k")]
+    variant: String,
+    /// Output directory (created if missing).
+    #[arg(long, short, default_value = "views")]
+    output: PathBuf,
+    /// Rotate the image by its EXIF orientation first (the official pipeline does not).
+    #[arg(long)]
+    exif: bool,
+    /// Refuse images with more pixels than this (decompression-bomb guard).
+    #[arg(long, default_value_t = sphinx_core::preprocess::DEFAULT_MAX_PIXELS)]
+    max_pixels: u64,
 }
 
 #[derive(Args)]
@@ -86,6 +108,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate(a) => run_generate(a),
         Command::Info(a) => run_info(a),
+        Command::Views(a) => views::run_views(a.image, &a.variant, a.output, a.exif, a.max_pixels),
     }
 }
 

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use memmap2::Mmap;
 use sphinx_core::error::WeightError;
 use sphinx_core::model::ModelFiles;
-use sphinx_core::weights::ByteSource;
+use sphinx_core::weights::{copy_range, ByteSource};
 
 /// A memory-mapped checkpoint file.
 pub struct MmapBytes {
@@ -36,17 +36,7 @@ impl ByteSource for MmapBytes {
         self.map.len() as u64
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), WeightError> {
-        let start = usize::try_from(offset).ok().filter(|&s| s <= self.map.len());
-        match start.and_then(|s| s.checked_add(buf.len()).filter(|&e| e <= self.map.len()).map(|e| (s, e))) {
-            Some((s, e)) => {
-                buf.copy_from_slice(&self.map[s..e]);
-                Ok(())
-            }
-            None => Err(WeightError::Io {
-                file: self.name.clone(),
-                reason: format!("read of {} bytes at {offset} is past the end ({} bytes)", buf.len(), self.map.len()),
-            }),
-        }
+        copy_range(&self.name, &self.map, offset, buf)
     }
 }
 

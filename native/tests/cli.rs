@@ -47,3 +47,35 @@ fn bad_sampling_option_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("top_p must be in (0, 1]"));
 }
+
+#[test]
+fn views_writes_what_each_encoder_sees() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
+    let out = std::env::temp_dir().join(format!("sphinx-views-{}", std::process::id()));
+    // Pillow's own decoded pixels of the example photo (lossless PNG), so the padded
+    // square can be compared with Pillow's exactly.
+    let photo = format!("{fixtures}/reference/images/pillow-decoded/sphinx-example-1.png");
+    let o = sphinx(&["views", &photo, "--variant", "sphinx-1k", "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let open = |f: &str| image::open(out.join(f)).unwrap_or_else(|e| panic!("{f}: {e}")).to_rgb8();
+    // The padded square is exactly Pillow's (its hash is in the fixtures).
+    let padded = open("padded.png");
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{fixtures}/reference/images/padded.json")).unwrap()).unwrap();
+    use sha2::Digest;
+    let hash: String = sha2::Sha256::digest(padded.as_raw()).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hash, want["sphinx-example-1.jpg"]["448"].as_str().unwrap());
+    for (i, name) in ["global", "r0c0", "r0c1", "r1c0", "r1c1"].iter().enumerate() {
+        assert_eq!(open(&format!("vit-{i}-{name}.png")).dimensions(), (224, 224));
+        assert_eq!(open(&format!("convnext-{i}-{name}.png")).dimensions(), (256, 256));
+    }
+    // The top-left sub-image is the top-left quarter of the padded square (± rounding).
+    let tl = open("vit-1-r0c0.png");
+    for (x, y) in [(0, 0), (100, 150), (223, 223)] {
+        let (a, b) = (tl.get_pixel(x, y).0, padded.get_pixel(x, y).0);
+        assert!(a.iter().zip(b).all(|(p, q)| (*p as i32 - q as i32).abs() <= 1), "({x},{y}) {a:?} vs {b:?}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    let bad = sphinx(&["views", &photo, "--variant", "sphinx-9k"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown variant 'sphinx-9k'"));
+}

@@ -35,18 +35,22 @@ impl ByteSource for MemoryBytes {
         self.bytes.len() as u64
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), WeightError> {
-        let start = usize::try_from(offset).ok().filter(|&s| s <= self.bytes.len());
-        let end = start.and_then(|s| s.checked_add(buf.len())).filter(|&e| e <= self.bytes.len());
-        match (start, end) {
-            (Some(s), Some(e)) => {
-                buf.copy_from_slice(&self.bytes[s..e]);
-                Ok(())
-            }
-            _ => Err(WeightError::Io {
-                file: self.name.clone(),
-                reason: format!("read of {} bytes at {offset} is past the end ({})", buf.len(), self.bytes.len()),
-            }),
+        copy_range(&self.name, &self.bytes, offset, buf)
+    }
+}
+
+/// Copies `data[offset..offset + buf.len()]` into `buf`, or says which read ran past the end.
+pub fn copy_range(name: &str, data: &[u8], offset: u64, buf: &mut [u8]) -> Result<(), WeightError> {
+    let start = usize::try_from(offset).ok().filter(|&s| s <= data.len());
+    match start.and_then(|s| s.checked_add(buf.len()).filter(|&e| e <= data.len()).map(|e| (s, e))) {
+        Some((s, e)) => {
+            buf.copy_from_slice(&data[s..e]);
+            Ok(())
         }
+        None => Err(WeightError::Io {
+            file: name.to_string(),
+            reason: format!("read of {} bytes at {offset} is past the end ({} bytes)", buf.len(), data.len()),
+        }),
     }
 }
 

@@ -11,7 +11,7 @@ mod pth;
 mod safetensors;
 mod sharded;
 
-pub use bytes::{ByteSource, MemoryBytes};
+pub use bytes::{copy_range, ByteSource, MemoryBytes};
 pub use dtype::{DType, HostTensor, TensorInfo};
 pub use loader::{LoadProgress, WeightLoader};
 pub use pth::PthFile;
