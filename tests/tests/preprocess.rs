@@ -106,3 +106,14 @@ fn views_match_torch_interpolate() {
     }
     eprintln!("views: max |Δ| against torch over every sampled value: {overall:.2e}");
 }
+
+#[test]
+fn exif_orientation_is_ignored_by_default_and_applied_on_request() {
+    let bytes = std::fs::read(fixtures().join("images/synthetic/exif_rot6_230x150.jpg")).unwrap();
+    let plain = decode_image(&bytes, &DecodeOptions::default()).unwrap();
+    assert_eq!((plain.width, plain.height), (230, 150), "the reference does not rotate");
+    let turned = decode_image(&bytes, &DecodeOptions { apply_exif_orientation: true, ..Default::default() }).unwrap();
+    assert_eq!((turned.width, turned.height), (150, 230));
+    // Orientation 6 = rotate 90° clockwise: the displayed top-left is the stored bottom-left.
+    assert_eq!(turned.pixel(0, 0), plain.pixel(0, plain.height - 1));
+}

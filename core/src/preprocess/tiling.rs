@@ -144,3 +144,30 @@ pub struct Views {
     pub vit: Vec<Planar>,
     pub convnext: Vec<Planar>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_grid_is_only_numbers() {
+        // A hypothetical 4×4 tiling at 896 px: global 224 + 16 crops of 224.
+        let p = TilingPreset { name: "grid-4x4", image_size: 896, vit: recipe(224, 4, 896, None), convnext: recipe(224, 4, 896, TO_256) };
+        let x = Planar { channels: 3, height: 896, width: 896, data: (0..3 * 896 * 896).map(|i| i as f32).collect() };
+        let v = p.views(&x);
+        assert_eq!((v.vit.len(), v.convnext.len()), (17, 17));
+        assert!(v.vit.iter().all(|v| v.width == 224) && v.convnext.iter().all(|v| v.width == 256));
+        // Crop r1c2 starts at (x = 448, y = 224) of the square.
+        assert_eq!(v.vit[1 + 4 + 2].at(0, 0, 0), x.at(0, 224, 448));
+    }
+
+    #[test]
+    fn every_variant_has_its_view_counts() {
+        let counts: Vec<_> = TilingPreset::ALL.iter().map(|p| (p.name, p.vit.view_count(), p.convnext.view_size())).collect();
+        assert_eq!(
+            counts,
+            [("sphinx", 1, 256), ("sphinx-1k", 5, 256), ("sphinx-2k", 10, 256), ("sphinx-moe", 1, 512),
+             ("sphinx-moe-1k", 5, 512), ("sphinx-tiny", 1, 512), ("sphinx-tiny-1k", 5, 512)]
+        );
+    }
+}
