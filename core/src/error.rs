@@ -71,6 +71,8 @@ pub enum SphinxError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Generate(#[from] GenerateError),
+    #[error(transparent)]
+    Image(#[from] crate::preprocess::ImageError),
 }
 
 pub type Result<T, E = SphinxError> = std::result::Result<T, E>;

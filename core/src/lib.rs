@@ -9,6 +9,7 @@ pub mod llm;
 pub mod model;
 pub mod preprocess;
 pub mod tokenizer;
+pub mod vision;
 pub mod weights;
 
 pub use burn::tensor::Device;

@@ -2,21 +2,18 @@
 //! one checkpoint directory (spec §8). Callers hand over the bytes; this module
 //! decides what they mean.
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 
 use crate::config::{ConfigOverrides, LlamaType, LlmConfig};
-use crate::error::{Result, WeightError};
+use crate::error::{ConfigError, Result, WeightError};
+use crate::preprocess::{decode_image, padded_resize, DecodeOptions, PaddedSquare, Views};
+use crate::vision::{VisionConfig, VisionTower};
 use crate::llm::Llm;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{
     parse_shard_name, ByteSource, CheckpointSource, LoadProgress, ModelParallelSource, PthFile, SafetensorsFile,
-    WeightLoader, WeightSource,
+    WeightLoader,
 };
-
-/// Checkpoint keys (without `llma.`) that belong to the visual half of a
-/// multimodal SPHINX checkpoint.
-pub const VISUAL_PREFIXES: [&str; 8] =
-    ["clip.", "openclip_convnext_xxl.", "dinov2_vitg14.", "qformer.", "visual_proj.", "qformer_proj.", "start_img", "end_img"];
 
 /// The raw contents of a model directory.
 pub struct ModelFiles<B: ByteSource> {
@@ -66,14 +63,17 @@ pub fn open_checkpoint<B: ByteSource>(files: Vec<B>) -> Result<CheckpointSource<
     Ok(CheckpointSource::Pth(ModelParallelSource::new(files)?))
 }
 
-/// A text model: what SPHINX's language half needs to answer.
-pub struct TextModel {
+/// A loaded SPHINX model: tokenizer, language model and, for multimodal
+/// checkpoints, the visual encoders.
+pub struct SphinxModel {
     pub config: LlmConfig,
+    pub vision_config: Option<VisionConfig>,
     pub tokenizer: Tokenizer,
     pub llm: Llm,
+    pub vision: Option<VisionTower>,
 }
 
-impl TextModel {
+impl SphinxModel {
     /// Reads the configuration and tokenizer, then the weights tensor by tensor.
     pub async fn load<B: ByteSource>(
         files: ModelFiles<B>,
@@ -83,34 +83,42 @@ impl TextModel {
     ) -> Result<Self> {
         let tokenizer = Tokenizer::from_model_bytes(&files.tokenizer_model)?;
         let config = LlmConfig::from_json(&files.config_json, &files.meta_json, tokenizer.vocab_size(), overrides)?;
+        let json: serde_json::Value = serde_json::from_str(&files.config_json)
+            .map_err(|e| ConfigError::Json { file: "config.json".into(), reason: e.to_string() })?;
+        let vision_config = VisionConfig::for_llama_type(config.llama_type, &json, config.dim)?;
         let source = open_checkpoint(files.checkpoints)?;
-        let llm = Self::load_llm(&config, &source, device, on_progress).await?;
-        Ok(Self { config, tokenizer, llm })
-    }
-
-    /// Loads the LLM from any weight source, checking that every tensor is used.
-    pub async fn load_llm<S: WeightSource>(
-        config: &LlmConfig,
-        source: &S,
-        device: &Device,
-        on_progress: &mut dyn FnMut(&LoadProgress),
-    ) -> Result<Llm> {
-        let loader = WeightLoader::new(source, device, on_progress);
-        let llm = Llm::load(config, &loader).await?;
-        if config.llama_type.is_multimodal() {
-            log::warn!(
-                "'{}' is a multimodal checkpoint: its visual encoders are not used by this build (text only)",
-                config.llama_type.name()
-            );
-            VISUAL_PREFIXES.iter().for_each(|p| loader.skip_prefix(p));
-        }
+        let loader = WeightLoader::new(&source, device, on_progress);
+        let llm = Llm::load(&config, &loader).await?;
+        let vision = match &vision_config {
+            Some(vc) => Some(VisionTower::load(vc, &loader).await?),
+            None => None,
+        };
         // Buffers some exporters add that the model recomputes.
         loader.skip_prefix("rope.freqs");
         loader.finish(config.llama_type.name())?;
-        Ok(llm)
+        Ok(Self { config, vision_config, tokenizer, llm, vision })
     }
 
     pub fn llama_type(&self) -> LlamaType {
         self.config.llama_type
+    }
+
+    /// Decodes an image and makes the views this variant's encoders see (spec §4).
+    pub fn preprocess(&self, image: &[u8], opts: &DecodeOptions) -> Result<(PaddedSquare, Views)> {
+        let vc = self.vision_config.as_ref().ok_or_else(|| {
+            ConfigError::Invalid(format!("'{}' is a text-only model: it takes no image", self.config.llama_type.name()))
+        })?;
+        let img = decode_image(image, opts)?;
+        let geometry = PaddedSquare::new(img.width, img.height);
+        let (_, x) = padded_resize(&img, vc.tiling.image_size);
+        Ok((geometry, vc.tiling.views(&x)))
+    }
+
+    /// The image block to splice after BOS: [1, image_tokens, D].
+    pub fn encode_image(&self, views: &Views) -> Result<Tensor<3>> {
+        let tower = self.vision.as_ref().ok_or_else(|| {
+            ConfigError::Invalid(format!("'{}' is a text-only model: it takes no image", self.config.llama_type.name()))
+        })?;
+        Ok(tower.encode(views))
     }
 }

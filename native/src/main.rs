@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use sphinx_core::config::{ConfigOverrides, LlmConfig};
 use sphinx_core::generate::{generate, Conversation, GenerationOptions, StopReason};
-use sphinx_core::model::{open_checkpoint, TextModel};
+use sphinx_core::model::{open_checkpoint, SphinxModel};
 use sphinx_core::tokenizer::Tokenizer;
 use sphinx_core::weights::{DType, WeightSource};
 use sphinx_native::device::{init_device, DeviceChoice};
@@ -128,7 +128,7 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
         bar.set_length(p.total_bytes);
         bar.set_position(p.done_bytes);
     };
-    let model = pollster::block_on(TextModel::load(files, &device, &overrides(&a.model), &mut on_progress))
+    let model = pollster::block_on(SphinxModel::load(files, &device, &overrides(&a.model), &mut on_progress))
         .with_context(|| format!("loading {}", a.model.model.display()))?;
     bar.finish_and_clear();
 
@@ -147,7 +147,7 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
         let _ = stdout.write_all(t.as_bytes());
         let _ = stdout.flush();
     };
-    let g = pollster::block_on(generate(&model.llm, &model.tokenizer, &mut cache, &ids, &opts, &mut on_text))?;
+    let g = pollster::block_on(generate(&model.llm, &model.tokenizer, &mut cache, &ids, None, &opts, &mut on_text))?;
     println!();
     let why = match g.stop {
         StopReason::EndOfTurn => "end of turn",

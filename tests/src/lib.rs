@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use burn::tensor::Device;
 use sphinx_core::config::ConfigOverrides;
-use sphinx_core::model::TextModel;
+use sphinx_core::model::SphinxModel;
 use sphinx_core::weights::{MemoryBytes, SafetensorsFile, WeightSource};
 
 pub fn fixtures() -> PathBuf {
@@ -74,9 +74,9 @@ impl Reference {
     }
 }
 
-pub fn load_model(name: &str, device: &Device) -> TextModel {
+pub fn load_model(name: &str, device: &Device) -> SphinxModel {
     let files = sphinx_native::model_dir::open_model_dir(&model_dir(name), None).expect("model dir");
-    pollster::block_on(TextModel::load(files, device, &ConfigOverrides::default(), &mut |_| {})).expect("model loads")
+    pollster::block_on(SphinxModel::load(files, device, &ConfigOverrides::default(), &mut |_| {})).expect("model loads")
 }
 
 /// max |a − b| / max |b|

@@ -6,7 +6,7 @@ use burn::tensor::Device;
 use sphinx_core::config::ConfigOverrides;
 use sphinx_core::error::{ConfigError, GenerateError, SphinxError, WeightError};
 use sphinx_core::generate::{generate, GenerationOptions};
-use sphinx_core::model::{open_checkpoint, ModelFiles, TextModel};
+use sphinx_core::model::{open_checkpoint, ModelFiles, SphinxModel};
 use sphinx_core::weights::{write_safetensors, MemoryBytes, PthFile, WeightSource};
 use sphinx_tests::{load_model, model_dir};
 
@@ -29,8 +29,8 @@ fn shard(name: &str, file: &str) -> MemoryBytes {
     MemoryBytes::new(file, read(&model_dir(name), file))
 }
 
-fn load(files: ModelFiles<MemoryBytes>) -> Result<TextModel, SphinxError> {
-    pollster::block_on(TextModel::load(files, &Device::flex(), &ConfigOverrides::default(), &mut |_| {}))
+fn load(files: ModelFiles<MemoryBytes>) -> Result<SphinxModel, SphinxError> {
+    pollster::block_on(SphinxModel::load(files, &Device::flex(), &ConfigOverrides::default(), &mut |_| {}))
 }
 
 fn mp2() -> Vec<MemoryBytes> {
@@ -152,7 +152,7 @@ fn prompt_longer_than_the_context() {
     let prompt: Vec<u32> = std::iter::once(1).chain((0..4090).map(|i| 100 + i % 1000)).collect();
     let mut cache = model.llm.new_cache();
     let opts = GenerationOptions { max_gen_len: 16, ..Default::default() };
-    let err = pollster::block_on(generate(&model.llm, &model.tokenizer, &mut cache, &prompt, &opts, &mut |_| {}))
+    let err = pollster::block_on(generate(&model.llm, &model.tokenizer, &mut cache, &prompt, None, &opts, &mut |_| {}))
         .err()
         .unwrap();
     match err {

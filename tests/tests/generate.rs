@@ -14,7 +14,7 @@ fn greedy_generation_follows_the_reference_and_streams_the_same_text() {
     let mut cache = model.llm.new_cache();
     let opts = GenerationOptions { max_gen_len: want.len(), temperature: 0.0, prefill_chunk: 20, ..Default::default() };
     let mut streamed = String::new();
-    let g = pollster::block_on(generate(&model.llm, &model.tokenizer, &mut cache, &prompt, &opts, &mut |t| streamed.push_str(t)))
+    let g = pollster::block_on(generate(&model.llm, &model.tokenizer, &mut cache, &prompt, None, &opts, &mut |t| streamed.push_str(t)))
         .unwrap();
     assert_eq!(g.stop, StopReason::MaxTokens);
     assert_eq!(g.tokens, want);
@@ -30,7 +30,7 @@ fn sampling_is_reproducible_by_seed() {
     let run = |seed| {
         let mut cache = model.llm.new_cache();
         let opts = GenerationOptions { max_gen_len: 12, temperature: 1.0, top_p: 0.95, seed, ..Default::default() };
-        pollster::block_on(generate(&model.llm, &model.tokenizer, &mut cache, &prompt, &opts, &mut |_| {})).unwrap().tokens
+        pollster::block_on(generate(&model.llm, &model.tokenizer, &mut cache, &prompt, None, &opts, &mut |_| {})).unwrap().tokens
     };
     assert_eq!(run(7), run(7));
     assert_ne!(run(7), run(8));

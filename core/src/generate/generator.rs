@@ -2,6 +2,7 @@
 //! prefill the prompt in chunks, then one token at a time, reading back only the
 //! last logits each step, until a stop sequence, `max_gen_len` or the context ends.
 
+use burn::tensor::Tensor;
 use web_time::Instant;
 
 use super::conversation::END_OF_TURN;
@@ -76,7 +77,9 @@ impl Generation {
     }
 }
 
-/// Generates an answer to `prompt` (ids, BOS included), continuing `cache`.
+/// Generates an answer to `prompt` (ids, BOS included), continuing `cache`. With
+/// `image` ([1, N, D] from the vision tower), the image block goes right after the
+/// prompt's first token (BOS), as `llama_ens*.py` `forward_inference` does.
 /// `on_text` receives each new piece of answer text as soon as it is certain not to
 /// belong to a stop sequence.
 pub async fn generate(
@@ -84,19 +87,21 @@ pub async fn generate(
     tokenizer: &Tokenizer,
     cache: &mut KvCache,
     prompt: &[u32],
+    image: Option<Tensor<3>>,
     opts: &GenerationOptions,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Generation> {
     opts.validate()?;
     let max_seq_len = cache.max_seq_len();
-    let budget = max_seq_len.saturating_sub(opts.max_gen_len).saturating_sub(cache.pos());
+    let image_len = image.as_ref().map_or(0, |t| t.dims()[1]);
+    let budget = max_seq_len.saturating_sub(opts.max_gen_len + image_len).saturating_sub(cache.pos());
     if prompt.is_empty() || prompt.len() > budget {
         return Err(GenerateError::PromptTooLong {
             prompt: prompt.len() + cache.pos(),
-            max: max_seq_len.saturating_sub(opts.max_gen_len),
+            max: max_seq_len.saturating_sub(opts.max_gen_len + image_len),
             max_seq_len,
             max_gen_len: opts.max_gen_len,
-            image: 0,
+            image: image_len,
         }
         .into());
     }
@@ -105,7 +110,18 @@ pub async fn generate(
 
     let t0 = Instant::now();
     let mut logits = None;
-    for chunk in prompt.chunks(opts.prefill_chunk) {
+    let mut fed = 0;
+    if let Some(image) = image {
+        // [BOS] + image block + the rest of the first chunk.
+        fed = prompt.len().min(opts.prefill_chunk.max(1));
+        let emb = llm.embed(&prompt[..fed]);
+        let mut parts = vec![emb.clone().narrow(1, 0, 1), image];
+        if fed > 1 {
+            parts.push(emb.narrow(1, 1, fed - 1));
+        }
+        logits = Some(llm.forward_embeds(Tensor::cat(parts, 1), cache).await?);
+    }
+    for chunk in prompt[fed..].chunks(opts.prefill_chunk) {
         logits = Some(llm.forward(chunk, cache).await?);
     }
     let mut next_logits = logits.ok_or(GenerateError::BadOption("empty prompt".into()))?;

@@ -14,7 +14,7 @@ mod tiling;
 pub use coords::PaddedSquare;
 pub use decode::{decode_image, DecodeOptions, ImageError, DEFAULT_MAX_PIXELS};
 pub use images::{Planar, RgbImage};
-pub use interp::{torch_bicubic, torch_nearest};
+pub use interp::{torch_bicubic, torch_bicubic_scaled, torch_nearest};
 pub use pad::{denormalize_to_rgb, normalize, pad_to_square, CLIP_MEAN, CLIP_STD, PAD_COLOR};
 pub use pil_resize::pil_resize_bicubic;
 pub use tiling::{EncoderViews, Interp, TilingPreset, ViewRecipe, Views};

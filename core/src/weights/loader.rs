@@ -55,6 +55,12 @@ impl<'a, S: WeightSource> WeightLoader<'a, S> {
 
     /// Loads `name` (without the `llma.` prefix) as f32, requiring `shape`.
     pub async fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<D>, WeightError> {
+        let values = self.host_f32(name, &shape).await?;
+        Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
+    }
+
+    /// Reads `name` to the host as f32, requiring `shape` (for weights the host reshapes first).
+    pub async fn host_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, WeightError> {
         let full = format!("{}{name}", self.prefix);
         let info = self.source.info(&full).ok_or_else(|| WeightError::MissingTensor { name: full.clone() })?;
         if info.shape != shape {
@@ -70,18 +76,32 @@ impl<'a, S: WeightSource> WeightLoader<'a, S> {
         self.used.borrow_mut().insert(full.clone());
         self.done.set(self.done.get() + host.bytes.len() as u64);
         (self.on_progress.borrow_mut())(&LoadProgress { done_bytes: self.done.get(), total_bytes: self.total, tensor: full });
-        Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
+        Ok(values)
+    }
+
+    /// Whether the checkpoint holds `name` (without the `llma.` prefix).
+    pub fn has(&self, name: &str) -> bool {
+        self.source.info(&format!("{}{name}", self.prefix)).is_some()
+    }
+
+    /// Marks every tensor whose name (without `llma.`) satisfies `unused` as deliberately unused.
+    pub fn skip_where(&self, unused: impl Fn(&str) -> bool) {
+        let mut used = self.used.borrow_mut();
+        for n in self.source.names() {
+            if unused(n.strip_prefix(self.prefix).unwrap_or(&n)) {
+                used.insert(n);
+            }
+        }
+    }
+
+    /// Elements of every tensor loaded so far.
+    pub fn loaded_elements(&self) -> u64 {
+        self.used.borrow().iter().filter_map(|n| self.source.info(n)).map(|i| i.numel() as u64).sum()
     }
 
     /// Marks every tensor under `prefix` (without `llma.`) as deliberately unused.
     pub fn skip_prefix(&self, prefix: &str) {
-        let full = format!("{}{prefix}", self.prefix);
-        let mut used = self.used.borrow_mut();
-        for n in self.source.names() {
-            if n.starts_with(&full) {
-                used.insert(n);
-            }
-        }
+        self.skip_where(|n| n.starts_with(prefix));
     }
 
     /// Fails on the first checkpoint tensor the model did not use.

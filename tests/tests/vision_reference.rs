@@ -1,0 +1,111 @@
+//! The visual encoders, their fusion and the multimodal LLM against references made
+//! with the upstream libraries (fixtures/gen/make_vision_fixtures.py: open_clip 2.23,
+//! timm, transformers' Dinov2Model and BLIP-2) and a transcription of `llama_ens*.py`,
+//! for SPHINX, SPHINX-1k, SPHINX-Tiny-1k and SPHINX-MoE, on every backend.
+//! Tolerances: encoders and fused tokens max |Δ| ≤ 1e-4; logits ≤ 1e-3 · max |logit|.
+
+use burn::tensor::Tensor;
+use sphinx_core::generate::Sampler;
+use sphinx_core::llm::read_f32;
+use sphinx_core::preprocess::DecodeOptions;
+use sphinx_tests::{devices, fixtures, load_model, rel_max_err, Reference};
+
+fn max_abs(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len(), "length");
+    got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max)
+}
+
+/// Per-view rows of a [V, N, C] tensor, compared with `encoder/{name}/{i}`.
+fn check_views(reference: &Reference, label: &str, name: &str, t: Tensor<3>) -> f32 {
+    let [v, n, c] = t.dims();
+    let host = pollster::block_on(read_f32(t)).unwrap();
+    let mut worst = 0f32;
+    for i in 0..v {
+        let want = reference.f32(&format!("encoder/{name}/{i}"));
+        let e = max_abs(&host[i * n * c..(i + 1) * n * c], &want);
+        assert!(e <= 1e-4, "{label} {name} view {i}: max error {e}");
+        worst = worst.max(e);
+    }
+    worst
+}
+
+fn check_variant(name: &str) {
+    let reference = Reference::load(name);
+    let image = std::fs::read(fixtures().join(reference.meta["image"].as_str().unwrap())).unwrap();
+    let prompt = reference.ids("prompt_tokens");
+    let want_tokens = reference.ids("greedy_tokens");
+    for (backend, device) in devices() {
+        let label = format!("{name} [{backend}]");
+        let model = load_model(name, &device);
+        let tower = model.vision.as_ref().expect("a multimodal model");
+        assert_eq!(tower.config().image_tokens() as u64, reference.meta["image_tokens"].as_u64().unwrap());
+        let (_, views) = model.preprocess(&image, &DecodeOptions::default()).unwrap();
+
+        let parts = tower.encode_parts(&views);
+        let mut errs = Vec::new();
+        if let Some(c) = parts.clip.clone() {
+            errs.push(("clip", check_views(&reference, &label, "clip", c)));
+        }
+        errs.push(("convnext", check_views(&reference, &label, "convnext", parts.convnext.clone())));
+        errs.push(("dinov2", check_views(&reference, &label, "dinov2", parts.dinov2.clone())));
+        if let Some(q) = parts.qformer.clone() {
+            errs.push(("qformer", check_views(&reference, &label, "qformer", q)));
+        }
+        let block = tower.fuse(parts);
+        let host = pollster::block_on(read_f32(block.clone())).unwrap();
+        let e = max_abs(&host, &reference.f32("image_block"));
+        errs.push(("fused", e));
+        assert!(e <= 1e-4, "{label} fused image tokens: max error {e}");
+        eprintln!("{label}: max |Δ| {errs:?}");
+
+        // Prefill: BOS, the image block, then the prompt (llama_ens*.py forward_inference).
+        let llm = &model.llm;
+        let emb = llm.embed(&prompt);
+        let h = Tensor::cat(vec![emb.clone().narrow(1, 0, 1), block, emb.narrow(1, 1, prompt.len() - 1)], 1);
+        let mut cache = llm.new_cache();
+        let mut logits = pollster::block_on(async { read_f32(llm.forward_embeds(h, &mut cache).await.unwrap()).await.unwrap() });
+        let e = rel_max_err(&logits, &reference.f32("logits_prefill"));
+        assert!(e <= 1e-3, "{label} prefill logits error {e}");
+        let mut worst = e;
+
+        let mut greedy = Sampler::new(0.0, 1.0, 0);
+        let mut tokens = Vec::new();
+        for step in 0..want_tokens.len() {
+            tokens.push(greedy.sample(&logits));
+            if step + 1 == want_tokens.len() {
+                break;
+            }
+            logits = pollster::block_on(async {
+                read_f32(llm.forward(&[want_tokens[step]], &mut cache).await.unwrap()).await.unwrap()
+            });
+            let key = format!("logits_step_{step}");
+            if reference.has(&key) {
+                let e = rel_max_err(&logits, &reference.f32(&key));
+                assert!(e <= 1e-3, "{label} step {step} logits error {e}");
+                worst = worst.max(e);
+            }
+        }
+        eprintln!("{label}: logits max err {worst:.2e} × max|logit|");
+        assert_eq!(tokens, want_tokens, "{label} greedy tokens");
+    }
+}
+
+#[test]
+fn sphinx_224_single_view() {
+    check_variant("tiny-sphinx");
+}
+
+#[test]
+fn sphinx_1k_global_and_four_quadrants() {
+    check_variant("tiny-sphinx-1k");
+}
+
+#[test]
+fn sphinx_tiny_1k_without_clip_and_qformer() {
+    check_variant("tiny-sphinx-tiny-1k");
+}
+
+#[test]
+fn sphinx_moe_512() {
+    check_variant("tiny-sphinx-moe");
+}
