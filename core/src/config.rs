@@ -82,11 +82,16 @@ pub struct LlmConfig {
     pub moe: Option<MoeConfig>,
 }
 
-/// User choices that override the checkpoint's configuration.
+/// User choices that override the checkpoint's configuration or how it is held.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigOverrides {
     /// Context length; `MetaModel.from_pretrained` uses 4096.
     pub max_seq_len: Option<usize>,
+    /// CLIP's MLP activation (QuickGELU unless set; spec §3.1).
+    pub clip_activation: Option<crate::vision::Activation>,
+    /// Keep the visual encoders off the device and load them one at a time for each
+    /// image (peak memory: LLM + the largest encoder).
+    pub stream_encoders: bool,
 }
 
 pub const DEFAULT_MAX_SEQ_LEN: usize = 4096;
@@ -101,6 +106,43 @@ pub fn llama_ffn_hidden(dim: usize, multiple_of: usize, ffn_dim_multiplier: Opti
 }
 
 impl LlmConfig {
+    /// The released SPHINX checkpoints, by README name.
+    pub const VARIANTS: [(&'static str, LlamaType); 8] = [
+        ("SPHINX", LlamaType::LlamaEns),
+        ("SPHINX-1k", LlamaType::LlamaEns5),
+        ("SPHINX-v2-1k", LlamaType::LlamaEns5),
+        ("SPHINX-2k", LlamaType::LlamaEns10),
+        ("SPHINX-MoE", LlamaType::MixtralSparseEns),
+        ("SPHINX-MoE-1k", LlamaType::MixtralSparseEns5),
+        ("SPHINX-Tiny", LlamaType::LlamaEnsLight),
+        ("SPHINX-Tiny-1k", LlamaType::LlamaEns5Light),
+    ];
+
+    /// The full-size LLM of a variant (spec §1: LLaMA-2-13B, Mixtral-8x7B, TinyLlama-1.1B).
+    pub fn full_size(t: LlamaType) -> Self {
+        let base = |dim, n_layers, n_heads, n_kv_heads, ffn_hidden, rope_theta, moe| LlmConfig {
+            llama_type: t,
+            dim,
+            n_layers,
+            n_heads,
+            n_kv_heads,
+            vocab_size: 32000,
+            ffn_hidden,
+            norm_eps: 1e-5,
+            rope_theta,
+            rope_scaling: None,
+            max_seq_len: DEFAULT_MAX_SEQ_LEN,
+            moe,
+        };
+        match t {
+            LlamaType::MixtralSparse | LlamaType::MixtralSparseEns | LlamaType::MixtralSparseEns5 => {
+                base(4096, 32, 32, 8, 14336, 1e6, Some(MoeConfig { num_experts: 8, experts_per_token: 2 }))
+            }
+            LlamaType::LlamaEnsLight | LlamaType::LlamaEns5Light => base(2048, 22, 32, 4, 5632, 10000.0, None),
+            _ => base(5120, 40, 40, 40, 13824, 10000.0, None),
+        }
+    }
+
     pub fn head_dim(&self) -> usize {
         self.dim / self.n_heads
     }
@@ -247,7 +289,7 @@ mod tests {
     fn overrides_and_errors() {
         let meta = r#"{"llama_type": "llama"}"#;
         let cfg = r#"{"dim": 64, "n_layers": 2, "n_heads": 4}"#;
-        let c = LlmConfig::from_json(cfg, meta, 100, &ConfigOverrides { max_seq_len: Some(128) }).unwrap();
+        let c = LlmConfig::from_json(cfg, meta, 100, &ConfigOverrides { max_seq_len: Some(128), ..Default::default() }).unwrap();
         assert_eq!(c.max_seq_len, 128);
         let e = LlmConfig::from_json(r#"{"dim": 64, "n_layers": 2, "n_heads": 3}"#, meta, 100, &Default::default());
         assert!(matches!(e, Err(ConfigError::Invalid(_))));

@@ -2,6 +2,8 @@
 //! one checkpoint directory (spec §8). Callers hand over the bytes; this module
 //! decides what they mean.
 
+use std::sync::Mutex;
+
 use burn::tensor::{Device, Tensor};
 
 use crate::config::{ConfigOverrides, LlamaType, LlmConfig};
@@ -12,7 +14,7 @@ use crate::llm::Llm;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{
     parse_shard_name, ByteSource, CheckpointSource, LoadProgress, ModelParallelSource, PthFile, SafetensorsFile,
-    WeightLoader,
+    WeightLoader, WeightSource,
 };
 
 /// The raw contents of a model directory.
@@ -71,7 +73,12 @@ pub struct SphinxModel {
     pub tokenizer: Tokenizer,
     pub llm: Llm,
     pub vision: Option<VisionTower>,
+    /// The projected visual tokens of the last few images, by content hash.
+    image_cache: Mutex<Vec<(u64, Tensor<3>)>>,
 }
+
+/// How many images' visual tokens [`SphinxModel::image_tokens`] keeps.
+const IMAGE_CACHE_SIZE: usize = 4;
 
 impl SphinxModel {
     /// Reads the configuration and tokenizer, then the weights tensor by tensor.
@@ -85,18 +92,23 @@ impl SphinxModel {
         let config = LlmConfig::from_json(&files.config_json, &files.meta_json, tokenizer.vocab_size(), overrides)?;
         let json: serde_json::Value = serde_json::from_str(&files.config_json)
             .map_err(|e| ConfigError::Json { file: "config.json".into(), reason: e.to_string() })?;
-        let vision_config = VisionConfig::for_llama_type(config.llama_type, &json, config.dim)?;
+        let mut vision_config = VisionConfig::for_llama_type(config.llama_type, &json, config.dim)?;
+        if let (Some(vc), Some(act)) = (vision_config.as_mut(), overrides.clip_activation) {
+            if let Some(clip) = vc.clip.as_mut() {
+                clip.act = act;
+            }
+        }
         let source = open_checkpoint(files.checkpoints)?;
         let loader = WeightLoader::new(&source, device, on_progress);
         let llm = Llm::load(&config, &loader).await?;
         let vision = match &vision_config {
-            Some(vc) => Some(VisionTower::load(vc, &loader).await?),
+            Some(vc) => Some(VisionTower::load(vc, &loader, overrides.stream_encoders).await?),
             None => None,
         };
         // Buffers some exporters add that the model recomputes.
         loader.skip_prefix("rope.freqs");
         loader.finish(config.llama_type.name())?;
-        Ok(Self { config, vision_config, tokenizer, llm, vision })
+        Ok(Self { config, vision_config, tokenizer, llm, vision, image_cache: Mutex::new(Vec::new()) })
     }
 
     pub fn llama_type(&self) -> LlamaType {
@@ -114,11 +126,55 @@ impl SphinxModel {
         Ok((geometry, vc.tiling.views(&x)))
     }
 
-    /// The image block to splice after BOS: [1, image_tokens, D].
+    fn tower(&self) -> Result<&VisionTower> {
+        self.vision.as_ref().ok_or_else(|| {
+            ConfigError::Invalid(format!("'{}' is a text-only model: it takes no image", self.config.llama_type.name())).into()
+        })
+    }
+
+    /// The image block to splice after BOS, [1, image_tokens, D], with resident encoders.
     pub fn encode_image(&self, views: &Views) -> Result<Tensor<3>> {
-        let tower = self.vision.as_ref().ok_or_else(|| {
-            ConfigError::Invalid(format!("'{}' is a text-only model: it takes no image", self.config.llama_type.name()))
+        let tower = self.tower()?;
+        let parts = tower.encode_parts(views).ok_or_else(|| {
+            ConfigError::Invalid("the encoders are streamed: use encode_image_streaming with the checkpoint".into())
         })?;
-        Ok(tower.encode(views))
+        Ok(tower.fuse(parts))
+    }
+
+    /// The image block, loading each encoder from `source` for this image only.
+    pub async fn encode_image_streaming<S: WeightSource>(&self, views: &Views, source: &S) -> Result<Tensor<3>> {
+        let tower = self.tower()?;
+        Ok(tower.fuse(tower.encode_parts_streaming(source, views).await?))
+    }
+
+    /// Decode, preprocess and encode an image, reusing the visual tokens of a recently
+    /// seen identical image. `source` is needed when the encoders are streamed.
+    pub async fn image_tokens<S: WeightSource>(
+        &self,
+        image: &[u8],
+        opts: &DecodeOptions,
+        source: Option<&S>,
+    ) -> Result<(PaddedSquare, Tensor<3>)> {
+        let key = {
+            let mut h = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(image, &mut h);
+            std::hash::Hash::hash(&opts.apply_exif_orientation, &mut h);
+            std::hash::Hasher::finish(&h)
+        };
+        let (geometry, views) = self.preprocess(image, opts)?;
+        if let Some((_, t)) = self.image_cache.lock().ok().and_then(|c| c.iter().find(|(k, _)| *k == key).cloned()) {
+            return Ok((geometry, t));
+        }
+        let tokens = match (self.tower()?.is_streaming(), source) {
+            (true, Some(s)) => self.encode_image_streaming(&views, s).await?,
+            (true, None) => return Err(ConfigError::Invalid("streamed encoders need the checkpoint source".into()).into()),
+            (false, _) => self.encode_image(&views)?,
+        };
+        if let Ok(mut c) = self.image_cache.lock() {
+            c.retain(|(k, _)| *k != key);
+            c.insert(0, (key, tokens.clone()));
+            c.truncate(IMAGE_CACHE_SIZE);
+        }
+        Ok((geometry, tokens))
     }
 }

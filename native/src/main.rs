@@ -9,8 +9,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sphinx_core::config::{ConfigOverrides, LlmConfig};
 use sphinx_core::generate::{generate, Conversation, GenerationOptions, StopReason};
 use sphinx_core::model::{open_checkpoint, SphinxModel};
+use sphinx_core::preprocess::DecodeOptions;
+use sphinx_core::vision::{Activation, VisionConfig};
 use sphinx_core::tokenizer::Tokenizer;
-use sphinx_core::weights::{DType, WeightSource};
+use sphinx_core::weights::WeightSource;
 use sphinx_native::device::{init_device, DeviceChoice};
 use sphinx_native::model_dir::open_model_dir;
 use sphinx_native::views;
@@ -32,6 +34,8 @@ enum Command {
     Generate(GenerateArgs),
     /// Describe a model: architecture, parameter count, dtypes, bytes.
     Info(ModelArgs),
+    /// List the SPHINX variants with their full-size parameter counts and memory.
+    Variants,
     /// Write the views an image becomes (global view and sub-images, per encoder family) as PNGs.
     Views(ViewsArgs),
 }
@@ -64,9 +68,17 @@ struct ModelArgs {
     /// SentencePiece tokenizer to use instead of MODEL/tokenizer.model.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
-    /// Context length in tokens (prompt + answer); the official loader uses 4096.
+    /// Context length in tokens (prompt + answer, image tokens included); the official loader uses 4096.
     #[arg(long)]
     max_seq_len: Option<usize>,
+    /// Use exact (erf) GELU in CLIP instead of OpenAI's QuickGELU, as the official inference
+    /// code does when it builds CLIP without pretrained weights.
+    #[arg(long)]
+    clip_gelu: bool,
+    /// Keep the visual encoders off the device and load them one at a time per image:
+    /// peak memory is the LLM plus the largest encoder, at the cost of reading them each time.
+    #[arg(long)]
+    stream_encoders: bool,
 }
 
 #[derive(Args)]
@@ -76,6 +88,12 @@ struct GenerateArgs {
     /// The question, wrapped in SPHINX's conversation template.
     #[arg(long, short)]
     prompt: String,
+    /// An image to ask about (JPEG, PNG, WebP, GIF or BMP); needs a multimodal checkpoint.
+    #[arg(long, short)]
+    image: Option<PathBuf>,
+    /// Rotate the image by its EXIF orientation first (the official pipeline does not).
+    #[arg(long)]
+    exif: bool,
     /// Send the prompt as-is, without the conversation template.
     #[arg(long)]
     raw: bool,
@@ -108,12 +126,20 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate(a) => run_generate(a),
         Command::Info(a) => run_info(a),
+        Command::Variants => {
+            run_variants();
+            Ok(())
+        }
         Command::Views(a) => views::run_views(a.image, &a.variant, a.output, a.exif, a.max_pixels),
     }
 }
 
 fn overrides(a: &ModelArgs) -> ConfigOverrides {
-    ConfigOverrides { max_seq_len: a.max_seq_len }
+    ConfigOverrides {
+        max_seq_len: a.max_seq_len,
+        clip_activation: a.clip_gelu.then_some(Activation::Gelu),
+        stream_encoders: a.stream_encoders,
+    }
 }
 
 fn run_generate(a: GenerateArgs) -> Result<()> {
@@ -141,13 +167,30 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
         seed: a.seed,
         ..Default::default()
     };
+    let image = match &a.image {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let t0 = web_time::Instant::now();
+            let decode = DecodeOptions { apply_exif_orientation: a.exif, ..Default::default() };
+            let source = if a.model.stream_encoders {
+                Some(open_checkpoint(open_model_dir(&a.model.model, a.model.tokenizer.as_deref())?.checkpoints)?)
+            } else {
+                None
+            };
+            let (_, tokens) = pollster::block_on(model.image_tokens(&bytes, &decode, source.as_ref()))
+                .with_context(|| format!("encoding {}", path.display()))?;
+            eprintln!("[image: {} tokens in {:.2}s]", tokens.dims()[1], t0.elapsed().as_secs_f64());
+            Some(tokens)
+        }
+        None => None,
+    };
     let mut cache = model.llm.new_cache();
     let mut stdout = std::io::stdout();
     let mut on_text = |t: &str| {
         let _ = stdout.write_all(t.as_bytes());
         let _ = stdout.flush();
     };
-    let g = pollster::block_on(generate(&model.llm, &model.tokenizer, &mut cache, &ids, None, &opts, &mut on_text))?;
+    let g = pollster::block_on(generate(&model.llm, &model.tokenizer, &mut cache, &ids, image, &opts, &mut on_text))?;
     println!();
     let why = match g.stop {
         StopReason::EndOfTurn => "end of turn",
@@ -178,10 +221,61 @@ fn run_info(a: ModelArgs) -> Result<()> {
     let files = open_model_dir(&a.model, a.tokenizer.as_deref())?;
     let tokenizer = Tokenizer::from_model_bytes(&files.tokenizer_model)?;
     let config = LlmConfig::from_json(&files.config_json, &files.meta_json, tokenizer.vocab_size(), &overrides(&a))?;
+    let json: serde_json::Value = serde_json::from_str(&files.config_json).context("config.json")?;
+    let vision = VisionConfig::for_llama_type(config.llama_type, &json, config.dim)?;
     let n_files = files.checkpoints.len();
     let source = open_checkpoint(files.checkpoints)?;
     print_info(&a.model, &config, &source, n_files);
+    if let Some(v) = &vision {
+        print_vision(v);
+    }
+    let total = config.parameter_count() + vision.as_ref().map_or(0, |v| v.parameter_count());
+    println!("in memory    {} as f32 on the device (LLM + encoders)", human_bytes(total * 4));
     Ok(())
+}
+
+fn print_vision(v: &VisionConfig) {
+    let t = v.tiling;
+    let mut encoders = Vec::new();
+    if let Some(c) = v.clip {
+        encoders.push(format!("CLIP ViT (width {}, {} layers, {:?})", c.width, c.layers, c.act));
+    }
+    encoders.push(format!("ConvNeXt (dims {:?}, depths {:?})", v.convnext.dims, v.convnext.depths));
+    encoders.push(format!("DINOv2 (dim {}, {} layers)", v.dinov2.dim, v.dinov2.layers));
+    if let Some(b) = v.blip2 {
+        encoders.push(format!("BLIP-2 Q-Former ({} queries; EVA ViT dim {}, {} layers)", b.queries, b.vision_dim, b.vision_layers));
+    }
+    println!("encoders     {}", encoders.join(" · "));
+    println!(
+        "image        {} px padded square · {} views ({}) · {} image tokens",
+        t.image_size,
+        t.vit.view_count(),
+        if t.vit.grid > 0 { format!("global + {0}×{0}", t.vit.grid) } else { "global".into() },
+        v.image_tokens()
+    );
+    println!("vision params {} ({:.3} B)", v.parameter_count(), v.parameter_count() as f64 / 1e9);
+}
+
+fn run_variants() {
+    println!("{:<15} {:<20} {:>6} {:>6} {:>7} {:>9} {:>9} {:>10} {:>10}", "variant", "llama_type", "px", "views", "img tok", "LLM B", "vision B", "f32 GiB", "bf16 GiB");
+    for (name, t) in LlmConfig::VARIANTS {
+        let c = LlmConfig::full_size(t);
+        let v = VisionConfig::for_llama_type(t, &serde_json::Value::Null, c.dim).ok().flatten();
+        let (llm, vis) = (c.parameter_count(), v.as_ref().map_or(0, |v| v.parameter_count()));
+        let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
+        println!(
+            "{:<15} {:<20} {:>6} {:>6} {:>7} {:>9.3} {:>9.3} {:>10.1} {:>10.1}",
+            name,
+            t.name(),
+            v.as_ref().map_or(0, |v| v.tiling.image_size),
+            v.as_ref().map_or(0, |v| v.tiling.vit.view_count()),
+            v.as_ref().map_or(0, |v| v.image_tokens()),
+            llm as f64 / 1e9,
+            vis as f64 / 1e9,
+            gib((llm + vis) * 4),
+            gib((llm + vis) * 2)
+        );
+    }
 }
 
 fn print_info(dir: &Path, c: &LlmConfig, source: &impl WeightSource, n_files: usize) {
@@ -195,7 +289,7 @@ fn print_info(dir: &Path, c: &LlmConfig, source: &impl WeightSource, n_files: us
     }
     let params = c.parameter_count();
     println!("model        {}", dir.display());
-    println!("llama_type   {}{}", c.llama_type.name(), if c.llama_type.is_multimodal() { " (multimodal; this build runs its LLM only)" } else { "" });
+    println!("llama_type   {}{}", c.llama_type.name(), if c.llama_type.is_multimodal() { " (multimodal)" } else { " (text only)" });
     println!("checkpoint   {n_files} file(s)");
     println!("LLM          dim {} · {} layers · {} heads · {} kv heads · head_dim {}", c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim());
     match c.moe {
@@ -207,5 +301,4 @@ fn print_info(dir: &Path, c: &LlmConfig, source: &impl WeightSource, n_files: us
     for (dtype, (n, bytes)) in &by_dtype {
         println!("stored       {dtype}: {n} values, {}", human_bytes(*bytes));
     }
-    println!("in memory    {} as f32 on the device", human_bytes(params * DType::F32.size() as u64));
 }

@@ -41,7 +41,7 @@ fn check_variant(name: &str) {
         assert_eq!(tower.config().image_tokens() as u64, reference.meta["image_tokens"].as_u64().unwrap());
         let (_, views) = model.preprocess(&image, &DecodeOptions::default()).unwrap();
 
-        let parts = tower.encode_parts(&views);
+        let parts = tower.encode_parts(&views).expect("resident encoders");
         let mut errs = Vec::new();
         if let Some(c) = parts.clip.clone() {
             errs.push(("clip", check_views(&reference, &label, "clip", c)));
@@ -108,4 +108,26 @@ fn sphinx_tiny_1k_without_clip_and_qformer() {
 #[test]
 fn sphinx_moe_512() {
     check_variant("tiny-sphinx-moe");
+}
+
+#[test]
+fn parameter_counts_match_the_loaded_tensors() {
+    use sphinx_core::config::{ConfigOverrides, LlmConfig};
+    use sphinx_core::llm::Llm;
+    use sphinx_core::model::open_checkpoint;
+    use sphinx_core::vision::{VisionConfig, VisionTower};
+    use sphinx_core::weights::WeightLoader;
+    for name in ["tiny-sphinx-1k", "tiny-sphinx-tiny-1k", "tiny-sphinx-moe"] {
+        let files = sphinx_native::model_dir::open_model_dir(&sphinx_tests::model_dir(name), None).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&files.config_json).unwrap();
+        let c = LlmConfig::from_json(&files.config_json, &files.meta_json, 32000, &ConfigOverrides::default()).unwrap();
+        let v = VisionConfig::for_llama_type(c.llama_type, &json, c.dim).unwrap().unwrap();
+        let source = open_checkpoint(files.checkpoints).unwrap();
+        let mut quiet = |_: &sphinx_core::weights::LoadProgress| {};
+        let l = WeightLoader::new(&source, &burn::tensor::Device::flex(), &mut quiet);
+        pollster::block_on(Llm::load(&c, &l)).unwrap();
+        assert_eq!(l.loaded_elements(), c.parameter_count(), "{name}: LLM parameters");
+        pollster::block_on(VisionTower::load(&v, &l, false)).unwrap();
+        assert_eq!(l.loaded_elements() - c.parameter_count(), v.parameter_count(), "{name}: vision parameters");
+    }
 }

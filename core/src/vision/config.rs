@@ -237,8 +237,10 @@ impl VisionConfig {
         let g = self.dinov2;
         let d = g.dim as u64;
         let grid = (g.pos_grid * g.pos_grid + 1) as u64;
-        n += p * d + d + 2 * d + grid * d + 2 * d;
-        n += g.layers as u64 * (4 * d * d + 4 * d + 2 * d * g.ffn_hidden as u64 * 2 + 2 * g.ffn_hidden as u64 + d * g.ffn_hidden as u64 + d + 6 * d);
+        n += p * d + d + d + grid * d + 2 * d; // patch embed (+bias), cls token, positions, final norm
+        let f = g.ffn_hidden as u64;
+        // attention (qkv + proj), SwiGLU (w12: d → 2f, w3: f → d), two LayerNorms, two LayerScales
+        n += g.layers as u64 * (4 * d * d + 4 * d + (2 * d * f + 2 * f) + (f * d + d) + 4 * d + 2 * d);
         if let Some(b) = self.blip2 {
             let (v, q) = (b.vision_dim as u64, b.qformer_dim as u64);
             n += p * v + v + v + tokens * v + vit(v, b.vision_layers as u64, b.vision_mlp as u64) + 2 * v;

@@ -37,6 +37,23 @@ impl Projector {
     }
 }
 
+/// Checkpoint prefixes (without `llma.`) of the four encoders.
+const ENCODER_PREFIXES: [&str; 4] = ["clip.", "openclip_convnext_xxl.", "dinov2_vitg14.", "qformer."];
+
+async fn load_clip<S: WeightSource>(cfg: &VisionConfig, l: &WeightLoader<'_, S>) -> Result<Option<ClipVision>, WeightError> {
+    Ok(match cfg.clip {
+        Some(c) => Some(ClipVision::load(l, "clip.visual", c).await?),
+        None => None,
+    })
+}
+
+async fn load_blip2<S: WeightSource>(cfg: &VisionConfig, l: &WeightLoader<'_, S>) -> Result<Option<Blip2>, WeightError> {
+    Ok(match cfg.blip2 {
+        Some(b) => Some(Blip2::load(l, "qformer", b).await?),
+        None => None,
+    })
+}
+
 /// Every encoder's output per view, before projection (for tests and inspection).
 pub struct EncoderOutputs {
     /// [V, 257, W] each (CLIP and Q-Former are `None` in the Tiny variants; Q-Former is [V, 32, Dq]).
@@ -46,13 +63,20 @@ pub struct EncoderOutputs {
     pub qformer: Option<Tensor<3>>,
 }
 
+/// The four encoders (the heavy part: ≈3.4 B parameters at full size).
 #[derive(Debug, Clone)]
-pub struct VisionTower {
-    cfg: VisionConfig,
+struct Encoders {
     clip: Option<ClipVision>,
     convnext: ConvNext,
     dinov2: Dinov2,
     blip2: Option<Blip2>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VisionTower {
+    cfg: VisionConfig,
+    /// `None` when the encoders are streamed from the checkpoint for each image.
+    encoders: Option<Encoders>,
     visual_proj: Projector,
     qformer_proj: Option<Projector>,
     /// start_img, end_img: [1, 1, D]
@@ -73,30 +97,41 @@ impl VisionTower {
         "dinov2_vitg14.mask_token",
     ];
 
-    pub async fn load<S: WeightSource>(cfg: &VisionConfig, l: &WeightLoader<'_, S>) -> Result<Self, WeightError> {
+    /// Loads the projections and, unless `stream`, the encoders. Streamed encoders are
+    /// marked as deferred here and loaded by [`Self::encode_parts_streaming`].
+    pub async fn load<S: WeightSource>(cfg: &VisionConfig, l: &WeightLoader<'_, S>, stream: bool) -> Result<Self, WeightError> {
         let d = cfg.llm_dim;
-        let clip = match cfg.clip {
-            Some(c) => Some(ClipVision::load(l, "clip.visual", c).await?),
+        let encoders = if stream {
+            ENCODER_PREFIXES.iter().for_each(|p| l.skip_prefix(p));
+            None
+        } else {
+            Some(Encoders {
+                clip: load_clip(cfg, l).await?,
+                convnext: ConvNext::load(l, "openclip_convnext_xxl", cfg.convnext).await?,
+                dinov2: Dinov2::load(l, "dinov2_vitg14", cfg.dinov2).await?,
+                blip2: load_blip2(cfg, l).await?,
+            })
+        };
+        let qformer_proj = match cfg.blip2 {
+            Some(b) => Some(Projector::load(l, "qformer_proj", b.qformer_dim, d).await?),
             None => None,
         };
-        let (blip2, qformer_proj) = match cfg.blip2 {
-            Some(b) => (Some(Blip2::load(l, "qformer", b).await?), Some(Projector::load(l, "qformer_proj", b.qformer_dim, d).await?)),
-            None => (None, None),
-        };
         let tower = Self {
-            convnext: ConvNext::load(l, "openclip_convnext_xxl", cfg.convnext).await?,
-            dinov2: Dinov2::load(l, "dinov2_vitg14", cfg.dinov2).await?,
+            encoders,
             visual_proj: Projector::load(l, "visual_proj", cfg.local_channels(), d).await?,
             start_img: l.tensor("start_img", [1, 1, d]).await?,
             end_img: l.tensor("end_img", [1, 1, d]).await?,
-            clip,
-            blip2,
             qformer_proj,
             cfg: cfg.clone(),
             device: l.device().clone(),
         };
         Self::UNUSED.iter().for_each(|p| l.skip_prefix(p));
         Ok(tower)
+    }
+
+    /// Whether the encoders are loaded per image instead of kept on the device.
+    pub fn is_streaming(&self) -> bool {
+        self.encoders.is_none()
     }
 
     pub fn config(&self) -> &VisionConfig {
@@ -117,21 +152,37 @@ impl VisionTower {
         x.mul(col(CLIP_STD)).add(col(shift)).div(col(DINO_STD))
     }
 
-    /// Runs every encoder on the views.
-    pub fn encode_parts(&self, views: &Views) -> EncoderOutputs {
+    /// Runs every resident encoder on the views (None if they are streamed).
+    pub fn encode_parts(&self, views: &Views) -> Option<EncoderOutputs> {
+        let e = self.encoders.as_ref()?;
         let vit = self.batch(&views.vit);
         let conv = self.batch(&views.convnext);
-        EncoderOutputs {
-            clip: self.clip.as_ref().map(|c| c.forward(vit.clone())),
-            convnext: ConvNext::tokens(self.convnext.forward(conv), TOKEN_GRID),
-            dinov2: self.dinov2.forward(self.to_dino_stats(vit.clone())),
-            qformer: self.blip2.as_ref().map(|b| b.forward(vit)),
-        }
+        Some(EncoderOutputs {
+            clip: e.clip.as_ref().map(|c| c.forward(vit.clone())),
+            convnext: ConvNext::tokens(e.convnext.forward(conv), TOKEN_GRID),
+            dinov2: e.dinov2.forward(self.to_dino_stats(vit.clone())),
+            qformer: e.blip2.as_ref().map(|b| b.forward(vit)),
+        })
     }
 
-    /// The image block spliced after BOS: [1, V · tokens_per_view, D].
-    pub fn encode(&self, views: &Views) -> Tensor<3> {
-        self.fuse(self.encode_parts(views))
+    /// Runs the encoders one at a time, each loaded from `source` and dropped after use,
+    /// so at most one encoder's weights are on the device.
+    pub async fn encode_parts_streaming<S: WeightSource>(&self, source: &S, views: &Views) -> Result<EncoderOutputs, WeightError> {
+        let mut quiet = |_: &crate::weights::LoadProgress| {};
+        let l = WeightLoader::new(source, &self.device, &mut quiet);
+        let vit = self.batch(&views.vit);
+        let clip = match load_clip(&self.cfg, &l).await? {
+            Some(c) => Some(c.forward(vit.clone())),
+            None => None,
+        };
+        let convnext = ConvNext::load(&l, "openclip_convnext_xxl", self.cfg.convnext).await?;
+        let convnext = ConvNext::tokens(convnext.forward(self.batch(&views.convnext)), TOKEN_GRID);
+        let dinov2 = Dinov2::load(&l, "dinov2_vitg14", self.cfg.dinov2).await?.forward(self.to_dino_stats(vit.clone()));
+        let qformer = match load_blip2(&self.cfg, &l).await? {
+            Some(b) => Some(b.forward(vit)),
+            None => None,
+        };
+        Ok(EncoderOutputs { clip, convnext, dinov2, qformer })
     }
 
     /// Projects and wraps encoder outputs: [1, V · (2 + 32 + 257), D].

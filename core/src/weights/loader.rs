@@ -24,6 +24,7 @@ pub struct WeightLoader<'a, S: WeightSource> {
     prefix: &'static str,
     used: RefCell<BTreeSet<String>>,
     done: Cell<u64>,
+    loaded_elements: Cell<u64>,
     total: u64,
     on_progress: RefCell<&'a mut dyn FnMut(&LoadProgress)>,
 }
@@ -39,6 +40,7 @@ impl<'a, S: WeightSource> WeightLoader<'a, S> {
             prefix,
             used: RefCell::new(BTreeSet::new()),
             done: Cell::new(0),
+            loaded_elements: Cell::new(0),
             total,
             on_progress: RefCell::new(on_progress),
         }
@@ -74,6 +76,7 @@ impl<'a, S: WeightSource> WeightLoader<'a, S> {
             return Err(WeightError::ShapeMismatch { name: full, expected: shape.to_vec(), got: vec![values.len()] });
         }
         self.used.borrow_mut().insert(full.clone());
+        self.loaded_elements.set(self.loaded_elements.get() + values.len() as u64);
         self.done.set(self.done.get() + host.bytes.len() as u64);
         (self.on_progress.borrow_mut())(&LoadProgress { done_bytes: self.done.get(), total_bytes: self.total, tensor: full });
         Ok(values)
@@ -94,9 +97,9 @@ impl<'a, S: WeightSource> WeightLoader<'a, S> {
         }
     }
 
-    /// Elements of every tensor loaded so far.
+    /// Elements of every tensor loaded so far (skipped ones not counted).
     pub fn loaded_elements(&self) -> u64 {
-        self.used.borrow().iter().filter_map(|n| self.source.info(n)).map(|i| i.numel() as u64).sum()
+        self.loaded_elements.get()
     }
 
     /// Marks every tensor under `prefix` (without `llma.`) as deliberately unused.
