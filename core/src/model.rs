@@ -74,7 +74,23 @@ pub struct SphinxModel {
     pub llm: Llm,
     pub vision: Option<VisionTower>,
     /// The projected visual tokens of the last few images, by content hash.
-    image_cache: Mutex<Vec<(u64, Tensor<3>)>>,
+    image_cache: Mutex<Vec<(u64, (PaddedSquare, Tensor<3>))>>,
+}
+
+/// A weight source with no tensors, for calling [`SphinxModel::image_tokens`] with
+/// resident encoders (`None::<&NoSource>`).
+pub struct NoSource;
+
+impl WeightSource for NoSource {
+    fn names(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn info(&self, _: &str) -> Option<crate::weights::TensorInfo> {
+        None
+    }
+    async fn read(&self, name: &str) -> Result<crate::weights::HostTensor, WeightError> {
+        Err(WeightError::MissingTensor { name: name.into() })
+    }
 }
 
 /// How many images' visual tokens [`SphinxModel::image_tokens`] keeps.
@@ -161,10 +177,10 @@ impl SphinxModel {
             std::hash::Hash::hash(&opts.apply_exif_orientation, &mut h);
             std::hash::Hasher::finish(&h)
         };
-        let (geometry, views) = self.preprocess(image, opts)?;
-        if let Some((_, t)) = self.image_cache.lock().ok().and_then(|c| c.iter().find(|(k, _)| *k == key).cloned()) {
-            return Ok((geometry, t));
+        if let Some((_, hit)) = self.image_cache.lock().ok().and_then(|c| c.iter().find(|(k, _)| *k == key).cloned()) {
+            return Ok(hit);
         }
+        let (geometry, views) = self.preprocess(image, opts)?;
         let tokens = match (self.tower()?.is_streaming(), source) {
             (true, Some(s)) => self.encode_image_streaming(&views, s).await?,
             (true, None) => return Err(ConfigError::Invalid("streamed encoders need the checkpoint source".into()).into()),
@@ -172,7 +188,7 @@ impl SphinxModel {
         };
         if let Ok(mut c) = self.image_cache.lock() {
             c.retain(|(k, _)| *k != key);
-            c.insert(0, (key, tokens.clone()));
+            c.insert(0, (key, (geometry, tokens.clone())));
             c.truncate(IMAGE_CACHE_SIZE);
         }
         Ok((geometry, tokens))

@@ -79,3 +79,27 @@ fn views_writes_what_each_encoder_sees() {
     let bad = sphinx(&["views", &photo, "--variant", "sphinx-9k"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown variant 'sphinx-9k'"));
 }
+
+#[test]
+fn generate_about_an_image_matches_the_reference() {
+    // Pillow's decoded pixels of the example photo: the exact input of the PyTorch reference.
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
+    let image = format!("{fixtures}/reference/images/pillow-decoded/sphinx-example-1.png");
+    let model = format!("{fixtures}/models/tiny-sphinx-1k");
+    let out = sphinx(&["generate", "--model", &model, "--image", &image, "--prompt", "What's in the image?", "--temperature", "0", "--max-tokens", "33", "--device", "cpu"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tok = std::fs::read(format!("{fixtures}/tokenizer/llama2-tokenizer.model")).unwrap();
+    let tok = sphinx_core::tokenizer::Tokenizer::from_model_bytes(&tok).unwrap();
+    let refs = std::fs::read(format!("{fixtures}/reference/tiny-sphinx-1k.safetensors")).unwrap();
+    let refs = sphinx_core::weights::SafetensorsFile::open(sphinx_core::weights::MemoryBytes::new("ref", refs)).unwrap();
+    use sphinx_core::weights::WeightSource;
+    let ids: Vec<u32> = pollster::block_on(refs.read("greedy_tokens")).unwrap().to_i64().unwrap().into_iter().map(|i| i as u32).collect();
+    // Generation stops early if the reference continuation contains a stop sequence.
+    let stdout = String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_string();
+    assert!(tok.decode(&ids).starts_with(&stdout) && !stdout.is_empty(), "{stdout:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[image: 1455 tokens"));
+
+    let text_only = sphinx(&["generate", "--image", &image, "--prompt", "hi", "--device", "cpu"]);
+    assert_eq!(text_only.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&text_only.stderr).contains("text-only model"));
+}

@@ -41,6 +41,12 @@ fn check_variant(name: &str) {
         assert_eq!(tower.config().image_tokens() as u64, reference.meta["image_tokens"].as_u64().unwrap());
         let (_, views) = model.preprocess(&image, &DecodeOptions::default()).unwrap();
 
+        for run in ["cold", "warm"] {
+            let t0 = std::time::Instant::now();
+            let block = tower.encode(&views).expect("resident encoders");
+            let _ = pollster::block_on(read_f32(block)).unwrap();
+            eprintln!("{label}: image through the encoders ({run}): {:.0} ms", t0.elapsed().as_secs_f64() * 1e3);
+        }
         let parts = tower.encode_parts(&views).expect("resident encoders");
         let mut errs = Vec::new();
         if let Some(c) = parts.clip.clone() {
@@ -130,4 +136,35 @@ fn parameter_counts_match_the_loaded_tensors() {
         pollster::block_on(VisionTower::load(&v, &l, false)).unwrap();
         assert_eq!(l.loaded_elements() - c.parameter_count(), v.parameter_count(), "{name}: vision parameters");
     }
+}
+
+#[test]
+fn streamed_encoders_and_the_image_cache_give_the_same_tokens() {
+    use sphinx_core::config::ConfigOverrides;
+    use sphinx_core::model::{open_checkpoint, SphinxModel};
+    let name = "tiny-sphinx-1k";
+    let reference = Reference::load(name);
+    let image = std::fs::read(fixtures().join(reference.meta["image"].as_str().unwrap())).unwrap();
+    let device = burn::tensor::Device::flex();
+    let open = || sphinx_native::model_dir::open_model_dir(&sphinx_tests::model_dir(name), None).unwrap();
+    let overrides = ConfigOverrides { stream_encoders: true, ..Default::default() };
+    let model = pollster::block_on(SphinxModel::load(open(), &device, &overrides, &mut |_| {})).unwrap();
+    assert!(model.vision.as_ref().unwrap().is_streaming());
+    let (_, views) = model.preprocess(&image, &DecodeOptions::default()).unwrap();
+    assert!(model.encode_image(&views).is_err(), "streamed encoders need the checkpoint");
+    let source = open_checkpoint(open().checkpoints).unwrap();
+    let (_, tokens) = pollster::block_on(model.image_tokens(&image, &DecodeOptions::default(), Some(&source))).unwrap();
+    let got = pollster::block_on(read_f32(tokens)).unwrap();
+    assert!(max_abs(&got, &reference.f32("image_block")) <= 1e-4);
+    // The second request for the same bytes is served from the cache, without the checkpoint.
+    let (_, again) = pollster::block_on(model.image_tokens::<sphinx_core::model::NoSource>(&image, &DecodeOptions::default(), None)).unwrap();
+    assert_eq!(pollster::block_on(read_f32(again)).unwrap(), got);
+}
+
+#[test]
+fn text_only_models_refuse_images() {
+    let model = load_model("tiny-llama-mp2", &burn::tensor::Device::flex());
+    let image = std::fs::read(fixtures().join("images/caption1.jpg")).unwrap();
+    let err = model.preprocess(&image, &DecodeOptions::default()).err().unwrap();
+    assert!(err.to_string().contains("text-only model"), "{err}");
 }

@@ -51,6 +51,15 @@ impl Conversation {
         self.turns.push((role, message.to_string()));
     }
 
+    /// The prompt that produced the last answer (the conversation without its last turn).
+    pub fn prompt_without_last_answer(&self) -> String {
+        let mut c = self.clone();
+        if c.turns.last().is_some_and(|(r, _)| *r == Role::Assistant) {
+            c.turns.pop();
+        }
+        c.prompt()
+    }
+
     /// The prompt text, ending with an open `### Assistant:` turn.
     pub fn prompt(&self) -> String {
         let mut p = format!("{}\n\n###", self.system);

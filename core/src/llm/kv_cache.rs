@@ -83,6 +83,12 @@ impl KvCache {
         self.pos += n;
     }
 
+    /// Forgets every position from `pos` on (they will be overwritten). No-op if `pos`
+    /// is not behind the current position.
+    pub fn rewind(&mut self, pos: usize) {
+        self.pos = self.pos.min(pos);
+    }
+
     /// Forgets everything (a new conversation).
     pub fn clear(&mut self) {
         self.layers.iter_mut().for_each(|l| *l = LayerCache::default());

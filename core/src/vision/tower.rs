@@ -185,6 +185,11 @@ impl VisionTower {
         Ok(EncoderOutputs { clip, convnext, dinov2, qformer })
     }
 
+    /// The image block spliced after BOS with resident encoders: [1, V · tokens_per_view, D].
+    pub fn encode(&self, views: &Views) -> Option<Tensor<3>> {
+        self.encode_parts(views).map(|p| self.fuse(p))
+    }
+
     /// Projects and wraps encoder outputs: [1, V · (2 + 32 + 257), D].
     pub fn fuse(&self, parts: EncoderOutputs) -> Tensor<3> {
         let mut local = Vec::with_capacity(3);
