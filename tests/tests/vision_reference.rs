@@ -168,3 +168,63 @@ fn text_only_models_refuse_images() {
     let err = model.preprocess(&image, &DecodeOptions::default()).err().unwrap();
     assert!(err.to_string().contains("text-only model"), "{err}");
 }
+
+#[test]
+fn clip_with_exact_gelu_on_request() {
+    use sphinx_core::config::ConfigOverrides;
+    use sphinx_core::model::SphinxModel;
+    use sphinx_core::vision::Activation;
+    let name = "tiny-sphinx-1k";
+    let reference = Reference::load(name);
+    let files = sphinx_native::model_dir::open_model_dir(&sphinx_tests::model_dir(name), None).unwrap();
+    let overrides = ConfigOverrides { clip_activation: Some(Activation::Gelu), ..Default::default() };
+    let model = pollster::block_on(SphinxModel::load(files, &burn::tensor::Device::flex(), &overrides, &mut |_| {})).unwrap();
+    let image = std::fs::read(fixtures().join(reference.meta["image"].as_str().unwrap())).unwrap();
+    let (_, views) = model.preprocess(&image, &DecodeOptions::default()).unwrap();
+    let clip = model.vision.as_ref().unwrap().encode_parts(&views).unwrap().clip.unwrap();
+    let e = check_views(&reference, "gelu", "clip_gelu", clip);
+    // And it is really a different function: QuickGELU's reference is far away.
+    let quick = reference.f32("encoder/clip/0");
+    let gelu = reference.f32("encoder/clip_gelu/0");
+    assert!(max_abs(&quick, &gelu) > 1e-3 && e <= 1e-4);
+}
+
+#[test]
+fn blip2_separate_q_and_v_biases_are_accepted() {
+    // Some BLIP-2 exports store `q_bias` and `v_bias` instead of the fused `qkv.bias`
+    // ([q, 0, v]). A key bias only shifts each query's scores by a constant, so the
+    // outputs must not change when the checkpoint is rewritten that way.
+    use sphinx_core::config::ConfigOverrides;
+    use sphinx_core::model::{open_checkpoint, ModelFiles, SphinxModel};
+    use sphinx_core::weights::{write_safetensors, HostTensor, MemoryBytes, WeightSource};
+    let name = "tiny-sphinx";
+    let reference = Reference::load(name);
+    let files = sphinx_native::model_dir::open_model_dir(&sphinx_tests::model_dir(name), None).unwrap();
+    let (config_json, meta_json, tokenizer_model) = (files.config_json.clone(), files.meta_json.clone(), files.tokenizer_model.clone());
+    let src = open_checkpoint(files.checkpoints).unwrap();
+    let mut tensors: Vec<(String, HostTensor)> = Vec::new();
+    for n in src.names() {
+        let t = pollster::block_on(src.read(&n)).unwrap();
+        match n.strip_suffix(".qkv.bias") {
+            Some(base) if n.contains("qformer.vision_model") => {
+                let third = t.bytes.len() / 3;
+                let part = |range: std::ops::Range<usize>| HostTensor { dtype: t.dtype, shape: vec![t.shape[0] / 3], bytes: t.bytes[range].to_vec() };
+                tensors.push((format!("{base}.q_bias"), part(0..third)));
+                tensors.push((format!("{base}.v_bias"), part(2 * third..3 * third)));
+            }
+            _ => tensors.push((n, t)),
+        }
+    }
+    assert!(tensors.iter().any(|(n, _)| n.ends_with("self_attn.q_bias")));
+    let files = ModelFiles {
+        config_json,
+        meta_json,
+        tokenizer_model,
+        checkpoints: vec![MemoryBytes::new("model.safetensors", write_safetensors(&tensors, &Default::default()))],
+    };
+    let model = pollster::block_on(SphinxModel::load(files, &burn::tensor::Device::flex(), &ConfigOverrides::default(), &mut |_| {})).unwrap();
+    let image = std::fs::read(fixtures().join(reference.meta["image"].as_str().unwrap())).unwrap();
+    let (_, views) = model.preprocess(&image, &DecodeOptions::default()).unwrap();
+    let q = model.vision.as_ref().unwrap().encode_parts(&views).unwrap().qformer.unwrap();
+    check_views(&reference, "q/v biases", "qformer", q);
+}
