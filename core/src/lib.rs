@@ -8,6 +8,7 @@ pub mod generate;
 pub mod llm;
 pub mod model;
 pub mod preprocess;
+pub mod tasks;
 pub mod tokenizer;
 pub mod vision;
 pub mod weights;
