@@ -9,13 +9,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sphinx_core::config::{ConfigOverrides, LlmConfig};
 use sphinx_core::generate::{generate, Conversation, GenerationOptions, StopReason};
 use sphinx_core::model::{open_checkpoint, SphinxModel};
-use sphinx_core::preprocess::DecodeOptions;
+use sphinx_core::preprocess::{decode_image, DecodeOptions, PaddedSquare};
+use sphinx_core::tasks::{draw_answer, parse_answer, rasterize, TaskKind};
 use sphinx_core::vision::{Activation, VisionConfig};
 use sphinx_core::tokenizer::Tokenizer;
 use sphinx_core::weights::WeightSource;
 use sphinx_native::device::{init_device, DeviceChoice};
 use sphinx_native::model_dir::open_model_dir;
 use sphinx_native::views;
+
+mod chat;
 
 /// The model used when `--model` is not given: a tiny random-weight LLaMA kept in the
 /// repository (two model-parallel bf16 shards), so every command runs without a download.
@@ -34,10 +37,31 @@ enum Command {
     Generate(GenerateArgs),
     /// Describe a model: architecture, parameter count, dtypes, bytes.
     Info(ModelArgs),
+    /// List the task presets and their instruction texts.
+    Tasks,
+    /// Parse an answer's boxes and points and draw them over an image (e.g. an answer saved earlier).
+    Draw(DrawArgs),
+    /// Chat in the terminal, optionally about an image; answers stream and the image is kept between turns.
+    Chat(chat::ChatArgs),
     /// List the SPHINX variants with their full-size parameter counts and memory.
     Variants,
     /// Write the views an image becomes (global view and sub-images, per encoder family) as PNGs.
     Views(ViewsArgs),
+}
+
+#[derive(Args)]
+struct DrawArgs {
+    /// The image the answer is about.
+    image: PathBuf,
+    /// The answer text, e.g. "<p>dog</p>[0.10,0.20,0.50,0.90]".
+    #[arg(long)]
+    answer: String,
+    /// Where to write the annotated PNG.
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Also print the parsed answer as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -60,34 +84,51 @@ struct ViewsArgs {
 }
 
 #[derive(Args)]
-struct ModelArgs {
+pub struct ModelArgs {
     /// Checkpoint directory (consolidated.NN-of-MM.model.pth or *.safetensors, config.json, meta.json,
     /// tokenizer.model). Defaults to the tiny test model kept in the repository.
     #[arg(long, default_value = DEFAULT_MODEL)]
-    model: PathBuf,
+    pub model: PathBuf,
     /// SentencePiece tokenizer to use instead of MODEL/tokenizer.model.
     #[arg(long)]
-    tokenizer: Option<PathBuf>,
+    pub tokenizer: Option<PathBuf>,
     /// Context length in tokens (prompt + answer, image tokens included); the official loader uses 4096.
     #[arg(long)]
-    max_seq_len: Option<usize>,
+    pub max_seq_len: Option<usize>,
     /// Use exact (erf) GELU in CLIP instead of OpenAI's QuickGELU, as the official inference
     /// code does when it builds CLIP without pretrained weights.
     #[arg(long)]
-    clip_gelu: bool,
+    pub clip_gelu: bool,
     /// Keep the visual encoders off the device and load them one at a time per image:
     /// peak memory is the LLM plus the largest encoder, at the cost of reading them each time.
     #[arg(long)]
-    stream_encoders: bool,
+    pub stream_encoders: bool,
 }
 
 #[derive(Args)]
 struct GenerateArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// The question, wrapped in SPHINX's conversation template.
-    #[arg(long, short)]
-    prompt: String,
+    /// The question, wrapped in SPHINX's conversation template (or the query of --task).
+    #[arg(long, short, required_unless_present = "task")]
+    prompt: Option<String>,
+    /// Ask with one of SPHINX's task instructions (see `sphinx tasks`): qa, caption,
+    /// short-caption, ground, relation, grounded-caption, detect, keypoints, ocr, chart, vqa,
+    /// region-caption, layout, chat.
+    #[arg(long)]
+    task: Option<String>,
+    /// The task's text: the expression to ground, the category to detect, the VQA question.
+    #[arg(long)]
+    query: Option<String>,
+    /// The task's region in pixels of the original image: x1,y1,x2,y2 (keypoints, region-caption).
+    #[arg(long, value_parser = parse_region)]
+    region: Option<[f64; 4]>,
+    /// Print the answer as JSON (text, boxes and points in normalised and pixel coordinates).
+    #[arg(long)]
+    json: bool,
+    /// Draw the answer's boxes, labels, keypoints and skeleton over the image into this PNG.
+    #[arg(long)]
+    annotate: Option<PathBuf>,
     /// An image to ask about (JPEG, PNG, WebP, GIF or BMP); needs a multimodal checkpoint.
     #[arg(long, short)]
     image: Option<PathBuf>,
@@ -114,6 +155,11 @@ struct GenerateArgs {
     device: DeviceChoice,
 }
 
+fn parse_region(s: &str) -> Result<[f64; 4], String> {
+    let v: Vec<f64> = s.split(',').map(|x| x.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|e| format!("{e}"))?;
+    <[f64; 4]>::try_from(v).map_err(|_| "expected four numbers: x1,y1,x2,y2".to_string())
+}
+
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     if let Err(e) = run(Cli::parse()) {
@@ -126,6 +172,25 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate(a) => run_generate(a),
         Command::Info(a) => run_info(a),
+        Command::Tasks => {
+            for (name, kind, what) in TaskKind::ALL {
+                let example = kind.build(Some("{query}"), Some([0.1, 0.2, 0.5, 0.9])).map(|t| t.instruction()).unwrap_or_default();
+                println!("{name:<17} {what}\n{:<17} → {:?}", "", example);
+            }
+            Ok(())
+        }
+        Command::Chat(a) => chat::run_chat(a),
+        Command::Draw(a) => {
+            let bytes = std::fs::read(&a.image).with_context(|| format!("reading {}", a.image.display()))?;
+            let mut img = decode_image(&bytes, &DecodeOptions::default())?;
+            let answer = parse_answer(&a.answer, Some(PaddedSquare::new(img.width, img.height)));
+            rasterize(&mut img, &draw_answer(&answer));
+            views::save_png(&img, &a.output)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            }
+            Ok(())
+        }
         Command::Variants => {
             run_variants();
             Ok(())
@@ -134,7 +199,7 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn overrides(a: &ModelArgs) -> ConfigOverrides {
+pub fn overrides(a: &ModelArgs) -> ConfigOverrides {
     ConfigOverrides {
         max_seq_len: a.max_seq_len,
         clip_activation: a.clip_gelu.then_some(Activation::Gelu),
@@ -142,10 +207,11 @@ fn overrides(a: &ModelArgs) -> ConfigOverrides {
     }
 }
 
-fn run_generate(a: GenerateArgs) -> Result<()> {
-    let (device, what) = init_device(a.device)?;
+/// Opens the device and loads the model with a progress bar.
+pub fn load_model(m: &ModelArgs, device: DeviceChoice) -> Result<SphinxModel> {
+    let (device, what) = init_device(device)?;
     eprintln!("device: {what}");
-    let files = open_model_dir(&a.model.model, a.model.tokenizer.as_deref())?;
+    let files = open_model_dir(&m.model, m.tokenizer.as_deref())?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("loading {bar:30} {bytes}/{total_bytes} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -154,12 +220,16 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
         bar.set_length(p.total_bytes);
         bar.set_position(p.done_bytes);
     };
-    let model = pollster::block_on(SphinxModel::load(files, &device, &overrides(&a.model), &mut on_progress))
-        .with_context(|| format!("loading {}", a.model.model.display()))?;
+    let model = pollster::block_on(SphinxModel::load(files, &device, &overrides(m), &mut on_progress))
+        .with_context(|| format!("loading {}", m.model.display()))?;
     bar.finish_and_clear();
+    Ok(model)
+}
 
-    let text = if a.raw { a.prompt.clone() } else { Conversation::single(&a.prompt).prompt() };
-    let ids = model.tokenizer.encode(&text, true, false);
+fn run_generate(a: GenerateArgs) -> Result<()> {
+    let model = load_model(&a.model, a.device)?;
+
+
     let opts = GenerationOptions {
         max_gen_len: a.max_tokens,
         temperature: a.temperature,
@@ -167,31 +237,50 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
         seed: a.seed,
         ..Default::default()
     };
+    let decode = DecodeOptions { apply_exif_orientation: a.exif, ..Default::default() };
     let image = match &a.image {
-        Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let t0 = web_time::Instant::now();
-            let decode = DecodeOptions { apply_exif_orientation: a.exif, ..Default::default() };
-            let source = if a.model.stream_encoders {
-                Some(open_checkpoint(open_model_dir(&a.model.model, a.model.tokenizer.as_deref())?.checkpoints)?)
-            } else {
-                None
-            };
-            let (_, tokens) = pollster::block_on(model.image_tokens(&bytes, &decode, source.as_ref()))
-                .with_context(|| format!("encoding {}", path.display()))?;
-            eprintln!("[image: {} tokens in {:.2}s]", tokens.dims()[1], t0.elapsed().as_secs_f64());
-            Some(tokens)
-        }
+        Some(path) => Some(encode_image_file(&model, path, &decode, &a.model)?),
         None => None,
     };
+    let geometry = image.as_ref().map(|i| i.geometry);
+    let question = match &a.task {
+        Some(name) => {
+            let kind = TaskKind::parse(name).with_context(|| format!("unknown task '{name}' (see `sphinx tasks`)"))?;
+            let region = match (a.region, geometry) {
+                (Some(r), Some(g)) => Some(g.box_to_normalized(r)),
+                (Some(_), None) => anyhow::bail!("--region needs --image (it is in the image's pixels)"),
+                (None, _) => None,
+            };
+            kind.build(a.query.as_deref().or(a.prompt.as_deref()), region).map_err(anyhow::Error::msg)?.instruction()
+        }
+        None => a.prompt.clone().unwrap_or_default(),
+    };
+    let text = if a.raw { question } else { Conversation::single(&question).prompt() };
+    let ids = model.tokenizer.encode(&text, true, false);
     let mut cache = model.llm.new_cache();
     let mut stdout = std::io::stdout();
+    let json = a.json;
     let mut on_text = |t: &str| {
-        let _ = stdout.write_all(t.as_bytes());
-        let _ = stdout.flush();
+        if !json {
+            let _ = stdout.write_all(t.as_bytes());
+            let _ = stdout.flush();
+        }
     };
-    let g = pollster::block_on(generate(&model.llm, &model.tokenizer, &mut cache, &ids, image, &opts, &mut on_text))?;
-    println!();
+    let tokens = image.as_ref().map(|i| i.tokens.clone());
+    let g = pollster::block_on(generate(&model.llm, &model.tokenizer, &mut cache, &ids, tokens, &opts, &mut on_text))?;
+    let answer = parse_answer(&g.text, geometry);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        println!();
+    }
+    if let Some(out) = &a.annotate {
+        let img = image.as_ref().context("--annotate needs --image")?;
+        let mut canvas = img.pixels.clone();
+        rasterize(&mut canvas, &draw_answer(&answer));
+        views::save_png(&canvas, out)?;
+        eprintln!("[annotated image: {}]", out.display());
+    }
     let why = match g.stop {
         StopReason::EndOfTurn => "end of turn",
         StopReason::MaxTokens => "max tokens",
@@ -204,6 +293,24 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
         g.tokens_per_sec()
     );
     Ok(())
+}
+
+/// An image read, decoded and encoded for the model.
+pub struct EncodedImage {
+    pub pixels: sphinx_core::preprocess::RgbImage,
+    pub geometry: PaddedSquare,
+    pub tokens: burn::tensor::Tensor<3>,
+}
+
+pub fn encode_image_file(model: &SphinxModel, path: &Path, decode: &DecodeOptions, m: &ModelArgs) -> Result<EncodedImage> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let t0 = web_time::Instant::now();
+    let source = if m.stream_encoders { Some(open_checkpoint(open_model_dir(&m.model, m.tokenizer.as_deref())?.checkpoints)?) } else { None };
+    let (geometry, tokens) = pollster::block_on(model.image_tokens(&bytes, decode, source.as_ref()))
+        .with_context(|| format!("encoding {}", path.display()))?;
+    eprintln!("[image: {} tokens in {:.2}s]", tokens.dims()[1], t0.elapsed().as_secs_f64());
+    let pixels = decode_image(&bytes, decode)?;
+    Ok(EncodedImage { pixels, geometry, tokens })
 }
 
 fn human_bytes(b: u64) -> String {

@@ -6,7 +6,7 @@ use anyhow::{anyhow, Context, Result};
 use sphinx_core::preprocess::{decode_image, denormalize_to_rgb, padded_resize, DecodeOptions, RgbImage, TilingPreset};
 use web_time::Instant;
 
-fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
+pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
     image::save_buffer(path, &img.data, img.width as u32, img.height as u32, image::ExtendedColorType::Rgb8)
         .with_context(|| format!("writing {}", path.display()))
 }

@@ -103,3 +103,55 @@ fn generate_about_an_image_matches_the_reference() {
     assert_eq!(text_only.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&text_only.stderr).contains("text-only model"));
 }
+
+#[test]
+fn tasks_lists_the_official_instructions() {
+    let out = sphinx(&["tasks"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Please provide the bounding box coordinate of the region this sentence describes: {query}."), "{text}");
+    assert!(text.contains("Detect the key points of the person in the region [0.10, 0.20, 0.50, 0.90]."));
+}
+
+#[test]
+fn grounding_task_with_json_and_annotation() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
+    let image = format!("{fixtures}/images/caption1.jpg");
+    let model = format!("{fixtures}/models/tiny-sphinx-1k");
+    let png = std::env::temp_dir().join(format!("sphinx-annotate-{}.png", std::process::id()));
+    let out = sphinx(&[
+        "generate", "--model", &model, "--image", &image, "--task", "ground", "--query", "the blue backpack",
+        "--temperature", "0", "--max-tokens", "8", "--device", "cpu", "--json", "--annotate", png.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert!(answer["text"].is_string() && answer["entities"].is_array());
+    assert_eq!(image::open(&png).unwrap().to_rgb8().dimensions(), (337, 224));
+    let _ = std::fs::remove_file(&png);
+    let bad = sphinx(&["generate", "--model", &model, "--image", &image, "--task", "keypoints", "--device", "cpu"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("task 'keypoints' needs a region"));
+}
+
+#[test]
+fn draw_writes_an_annotated_image_and_its_json() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
+    let image = format!("{fixtures}/images/sphinx-example-1.jpg");
+    // Kept in target/ so it can be looked at after the run.
+    let png = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("annotated-example.png");
+    let answer = "<p>zebra</p>[0.30,0.38,0.52,0.62] drinking beside <p>an eland</p>[0.02,0.35,0.22,0.62]; \
+                  <p>left eye</p> [0.60,0.30] <p>left shoulder</p> [0.62,0.36] <p>left elbow</p> [0.63,0.45]";
+    let out = sphinx(&["draw", &image, "--answer", answer, "-o", png.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 1280×720 padded to 1280²: y0 = 280. The zebra box is x 384..665.6, y 206.4..513.6.
+    let px: Vec<f64> = json["entities"][0]["boxes"][0]["pixels"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    for (a, b) in px.iter().zip([384.0, 206.4, 665.6, 513.6]) {
+        assert!((a - b).abs() < 1e-9, "{px:?}");
+    }
+    let img = image::open(&png).unwrap().to_rgb8();
+    let orig = image::open(&image).unwrap().to_rgb8();
+    let color = |name: &str| json["entities"].as_array().unwrap().iter().find(|e| e["label"] == name).unwrap()["color"].clone();
+    assert_eq!(color("zebra"), "orange");
+    assert_eq!(img.get_pixel(384, 300).0, [255, 165, 0], "left edge of the zebra box in orange");
+    assert_eq!(img.get_pixel(500, 400).0, orig.get_pixel(500, 400).0, "inside the box: the photo");
+    eprintln!("annotated image: {}\n{}", png.display(), serde_json::to_string_pretty(&json).unwrap());
+}

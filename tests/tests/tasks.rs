@@ -91,3 +91,21 @@ fn keypoints_draw_the_skeleton() {
     assert_eq!(img.pixel(90, 10), [255, 0, 0]);
     assert_eq!(img.pixel(30, 62), [0, 0, 255]);
 }
+
+#[test]
+fn parsing_and_drawing_never_panic() {
+    let pool = ["<p>", "</p>", "[", "]", "0.5", ",", ";", "1.", ".", " ", "\n", "|||", "é", "日本", "😀", "0.99", "x"];
+    let mut s: u64 = 0x1234_5678_9abc_def1;
+    for _ in 0..3000 {
+        let mut text = String::new();
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        for k in 0..(s % 40) {
+            text.push_str(pool[((s >> (k % 50)) as usize + k as usize * 7) % pool.len()]);
+        }
+        let a = parse_answer(&text, Some(PaddedSquare::new(37, 23)));
+        let mut img = RgbImage::filled(37, 23, [1, 2, 3]);
+        rasterize(&mut img, &draw_answer(&a));
+    }
+}
