@@ -34,6 +34,30 @@ pub enum WeightError {
     NoCheckpoint(String),
     #[error("reading '{file}': {reason}")]
     Io { file: String, reason: String },
+    #[error(transparent)]
+    Mix(#[from] MixError),
+}
+
+#[derive(Debug, Error)]
+pub enum MixError {
+    #[error("the models have different architectures: {0}")]
+    ArchitectureMismatch(String),
+    #[error("tensor '{name}' is missing from the {missing_in} model")]
+    KeyMismatch { name: String, missing_in: String },
+    #[error("tensor '{name}' is {real:?} in the real model but {synthetic:?} in the synthetic one")]
+    ShapeMismatch { name: String, real: Vec<usize>, synthetic: Vec<usize> },
+    #[error("tensor '{name}' is {real} in the real model but {synthetic} in the synthetic one")]
+    DtypeMismatch { name: String, real: String, synthetic: String },
+    #[error("tensor '{name}' differs between the models but no rule mixes it (frozen weights must be identical; add a rule such as '{name}=real')")]
+    NotIdentical { name: String },
+    #[error("β = {beta} for '{pattern}' is outside [0, 1]; pass --extrapolate to allow it")]
+    BetaOutOfRange { pattern: String, beta: f64 },
+    #[error("the mix of '{name}' contains NaN or Inf")]
+    NonFinite { name: String },
+    #[error("tensor '{name}' has dtype {dtype}, which cannot be mixed")]
+    UnsupportedDtype { name: String, dtype: String },
+    #[error("bad mixing rule {0}")]
+    BadRule(String),
 }
 
 #[derive(Debug, Error)]

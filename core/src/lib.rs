@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod generate;
 pub mod llm;
+pub mod mixing;
 pub mod model;
 pub mod preprocess;
 pub mod tasks;

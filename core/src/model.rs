@@ -104,9 +104,23 @@ impl SphinxModel {
         overrides: &ConfigOverrides,
         on_progress: &mut dyn FnMut(&LoadProgress),
     ) -> Result<Self> {
-        let tokenizer = Tokenizer::from_model_bytes(&files.tokenizer_model)?;
-        let config = LlmConfig::from_json(&files.config_json, &files.meta_json, tokenizer.vocab_size(), overrides)?;
-        let json: serde_json::Value = serde_json::from_str(&files.config_json)
+        let source = open_checkpoint(files.checkpoints)?;
+        Self::load_from(&files.config_json, &files.meta_json, &files.tokenizer_model, &source, device, overrides, on_progress).await
+    }
+
+    /// Loads from any weight source: a checkpoint, HTTP shards, or a mix of two models.
+    pub async fn load_from<S: WeightSource>(
+        config_json: &str,
+        meta_json: &str,
+        tokenizer_model: &[u8],
+        source: &S,
+        device: &Device,
+        overrides: &ConfigOverrides,
+        on_progress: &mut dyn FnMut(&LoadProgress),
+    ) -> Result<Self> {
+        let tokenizer = Tokenizer::from_model_bytes(tokenizer_model)?;
+        let config = LlmConfig::from_json(config_json, meta_json, tokenizer.vocab_size(), overrides)?;
+        let json: serde_json::Value = serde_json::from_str(config_json)
             .map_err(|e| ConfigError::Json { file: "config.json".into(), reason: e.to_string() })?;
         let mut vision_config = VisionConfig::for_llama_type(config.llama_type, &json, config.dim)?;
         if let (Some(vc), Some(act)) = (vision_config.as_mut(), overrides.clip_activation) {
@@ -114,8 +128,7 @@ impl SphinxModel {
                 clip.act = act;
             }
         }
-        let source = open_checkpoint(files.checkpoints)?;
-        let loader = WeightLoader::new(&source, device, on_progress);
+        let loader = WeightLoader::new(source, device, on_progress);
         let llm = Llm::load(&config, &loader).await?;
         let vision = match &vision_config {
             Some(vc) => Some(VisionTower::load(vc, &loader, overrides.stream_encoders).await?),

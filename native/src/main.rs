@@ -19,6 +19,7 @@ use sphinx_native::model_dir::open_model_dir;
 use sphinx_native::views;
 
 mod chat;
+mod mix;
 
 /// The model used when `--model` is not given: a tiny random-weight LLaMA kept in the
 /// repository (two model-parallel bf16 shards), so every command runs without a download.
@@ -43,6 +44,8 @@ enum Command {
     Draw(DrawArgs),
     /// Chat in the terminal, optionally about an image; answers stream and the image is kept between turns.
     Chat(chat::ChatArgs),
+    /// Mix two fine-tunes of one model into a new checkpoint: β·real + (1−β)·synthetic.
+    Mix(mix::MixArgs),
     /// List the SPHINX variants with their full-size parameter counts and memory.
     Variants,
     /// Write the views an image becomes (global view and sub-images, per encoder family) as PNGs.
@@ -103,6 +106,19 @@ pub struct ModelArgs {
     /// peak memory is the LLM plus the largest encoder, at the cost of reading them each time.
     #[arg(long)]
     pub stream_encoders: bool,
+    /// Mix this model with a second fine-tune while loading: --model is the real-data one,
+    /// --mix-with the synthetic one (weights β·model + (1−β)·mix-with).
+    #[arg(long)]
+    pub mix_with: Option<PathBuf>,
+    /// β for --mix-with.
+    #[arg(long, default_value_t = 0.5)]
+    pub beta: f64,
+    /// Mixing rules for --mix-with, as for `sphinx mix`.
+    #[arg(long = "rule")]
+    pub rules: Vec<String>,
+    /// Allow β outside [0, 1].
+    #[arg(long)]
+    pub extrapolate: bool,
 }
 
 #[derive(Args)]
@@ -180,6 +196,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Chat(a) => chat::run_chat(a),
+        Command::Mix(a) => mix::run_mix(a),
         Command::Draw(a) => {
             let bytes = std::fs::read(&a.image).with_context(|| format!("reading {}", a.image.display()))?;
             let mut img = decode_image(&bytes, &DecodeOptions::default())?;
@@ -212,6 +229,9 @@ pub fn load_model(m: &ModelArgs, device: DeviceChoice) -> Result<SphinxModel> {
     let (device, what) = init_device(device)?;
     eprintln!("device: {what}");
     let files = open_model_dir(&m.model, m.tokenizer.as_deref())?;
+    if let Some(other) = &m.mix_with {
+        return load_mixed(m, files, other, &device);
+    }
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("loading {bar:30} {bytes}/{total_bytes} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -223,6 +243,22 @@ pub fn load_model(m: &ModelArgs, device: DeviceChoice) -> Result<SphinxModel> {
     let model = pollster::block_on(SphinxModel::load(files, &device, &overrides(m), &mut on_progress))
         .with_context(|| format!("loading {}", m.model.display()))?;
     bar.finish_and_clear();
+    Ok(model)
+}
+
+/// Loads `m.model` mixed with `other` on the device, tensor by tensor.
+fn load_mixed(m: &ModelArgs, files: sphinx_core::model::ModelFiles<sphinx_native::model_dir::MmapBytes>, other: &Path, device: &burn::tensor::Device) -> Result<SphinxModel> {
+    let synthetic = open_model_dir(other, m.tokenizer.as_deref())?;
+    sphinx_core::mixing::check_same_architecture((&files.config_json, &files.meta_json), (&synthetic.config_json, &synthetic.meta_json))?;
+    let source = sphinx_core::mixing::MixedSource::new(
+        open_checkpoint(files.checkpoints)?,
+        open_checkpoint(synthetic.checkpoints)?,
+        mix::rules(m.beta, &m.rules)?,
+        m.extrapolate,
+    )?;
+    let model = pollster::block_on(SphinxModel::load_from(&files.config_json, &files.meta_json, &files.tokenizer_model, &source, device, &overrides(m), &mut |_| {}))
+        .with_context(|| format!("loading the mix of {} and {}", m.model.display(), other.display()))?;
+    eprintln!("[mixed while loading: β = {} of {} + {} of {}]", m.beta, m.model.display(), 1.0 - m.beta, other.display());
     Ok(model)
 }
 

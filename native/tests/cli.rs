@@ -155,3 +155,77 @@ fn draw_writes_an_annotated_image_and_its_json() {
     assert_eq!(img.get_pixel(500, 400).0, orig.get_pixel(500, 400).0, "inside the box: the photo");
     eprintln!("annotated image: {}\n{}", png.display(), serde_json::to_string_pretty(&json).unwrap());
 }
+
+#[test]
+fn offline_mix_equals_torch_and_loading_time_mix_gives_the_same_answer() {
+    use sphinx_core::weights::{MemoryBytes, SafetensorsFile, WeightSource};
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
+    let (real, synthetic) = (format!("{fixtures}/models/tiny-mix-real"), format!("{fixtures}/models/tiny-mix-synthetic"));
+    let out = std::env::temp_dir().join(format!("sphinx-mix-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let o = sphinx(&["mix", "--real", &real, "--synthetic", &synthetic, "--beta", "0.3", "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(report.contains("peak resident memory"), "{report}");
+    eprintln!("{report}");
+    for f in ["model.safetensors", "config.json", "meta.json", "tokenizer.model"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    // Bit-exact against torch's `(0.3 * a.float() + 0.7 * b.float()).to(bfloat16)`.
+    let open = |p: std::path::PathBuf| SafetensorsFile::open(MemoryBytes::new("x", std::fs::read(p).unwrap())).unwrap();
+    let (ours, torch) = (open(out.join("model.safetensors")), open(format!("{fixtures}/reference/mix-beta-0.3.safetensors").into()));
+    assert_eq!(ours.names(), torch.names());
+    for n in ours.names() {
+        assert_eq!(pollster::block_on(ours.read(&n)).unwrap().bytes, pollster::block_on(torch.read(&n)).unwrap().bytes, "{n}");
+    }
+    // Greedy answers: the offline mix and the mix made on the device while loading.
+    let run = |model: &str, extra: &[&str]| {
+        let mut args = vec!["generate", "--model", model, "--prompt", "Hello", "--temperature", "0", "--max-tokens", "16", "--device", "cpu"];
+        args.extend_from_slice(extra);
+        let o = sphinx(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let offline = run(out.to_str().unwrap(), &[]);
+    let online = run(&real, &["--mix-with", &synthetic, "--beta", "0.3"]);
+    assert_eq!(offline, online);
+    assert_ne!(offline, run(&real, &[]), "the mix differs from the real model alone");
+    let _ = std::fs::remove_dir_all(&out);
+
+    let bad = sphinx(&["mix", "--real", &real, "--synthetic", &synthetic, "--beta", "1.2", "-o", out.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("pass --extrapolate"));
+    let gqa = format!("{fixtures}/models/tiny-llama-gqa");
+    let bad = sphinx(&["mix", "--real", &real, "--synthetic", &gqa, "--beta", "0.5", "-o", out.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("different architectures"));
+    assert!(!out.exists());
+}
+
+#[test]
+fn an_interrupted_mix_leaves_nothing_that_looks_complete() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
+    let tmp = std::env::temp_dir().join(format!("sphinx-mix-broken-{}", std::process::id()));
+    let broken = tmp.join("synthetic");
+    std::fs::create_dir_all(&broken).unwrap();
+    for f in ["config.json", "meta.json", "tokenizer.model"] {
+        std::fs::copy(format!("{fixtures}/models/tiny-mix-synthetic/{f}"), broken.join(f)).unwrap();
+    }
+    // The synthetic model's last tensor holds an Inf: with --check-finite the mix fails
+    // after every other tensor has been written.
+    use sphinx_core::weights::WeightSource;
+    let src = sphinx_core::model::open_checkpoint(vec![sphinx_core::weights::MemoryBytes::new(
+        "consolidated.00-of-01.model.pth",
+        std::fs::read(format!("{fixtures}/models/tiny-mix-synthetic/consolidated.00-of-01.model.pth")).unwrap(),
+    )])
+    .unwrap();
+    let mut tensors: Vec<_> = src.names().into_iter().map(|n| { let t = pollster::block_on(src.read(&n)).unwrap(); (n, t) }).collect();
+    let last = tensors.iter_mut().find(|(n, _)| n == "llma.tok_embeddings.weight").unwrap();
+    last.1.bytes[0..2].copy_from_slice(&[0x80, 0x7f]); // bf16 +Inf
+    std::fs::write(broken.join("model.safetensors"), sphinx_core::weights::write_safetensors(&tensors, &Default::default())).unwrap();
+    let out = tmp.join("mixed");
+    let o = sphinx(&["mix", "--real", &format!("{fixtures}/models/tiny-mix-real"), "--synthetic", broken.to_str().unwrap(), "--beta", "0.5", "--check-finite", "-o", out.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("the mix of 'llma.tok_embeddings.weight' contains NaN or Inf"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.exists(), "no output directory");
+    assert!(!tmp.join("mixed.partial").exists(), "no partial directory left behind");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

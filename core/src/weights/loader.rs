@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::WeightSource;
+use super::{HostTensor, TensorParts, WeightSource};
 use crate::error::WeightError;
 
 /// Progress of a weight load, in bytes as stored in the checkpoint.
@@ -55,31 +55,64 @@ impl<'a, S: WeightSource> WeightLoader<'a, S> {
         self.source.info(&format!("{}{name}", self.prefix)).map(|i| i.shape)
     }
 
-    /// Loads `name` (without the `llma.` prefix) as f32, requiring `shape`.
+    /// Loads `name` (without the `llma.` prefix) as f32, requiring `shape`. A tensor of a
+    /// mixed source arrives as two parts and is mixed here, on the device.
     pub async fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<D>, WeightError> {
-        let values = self.host_f32(name, &shape).await?;
-        Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
+        let full = self.check(name, &shape)?;
+        let upload = |host: &HostTensor| -> Result<Tensor<D>, WeightError> {
+            let values = self.values(&full, host, &shape)?;
+            Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
+        };
+        let t = match self.source.read_parts(&full).await? {
+            TensorParts::Plain(host) => {
+                let t = upload(&host)?;
+                self.account(&full, &host);
+                t
+            }
+            TensorParts::Mix { real, synthetic, beta } => {
+                let (a, b) = (upload(&real)?, upload(&synthetic)?);
+                self.account(&full, &real);
+                a.mul_scalar(beta as f32).add(b.mul_scalar((1.0 - beta) as f32))
+            }
+        };
+        Ok(t)
     }
 
     /// Reads `name` to the host as f32, requiring `shape` (for weights the host reshapes first).
     pub async fn host_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, WeightError> {
+        let full = self.check(name, shape)?;
+        let host = self.source.read(&full).await?;
+        let values = self.values(&full, &host, shape)?;
+        self.account(&full, &host);
+        Ok(values)
+    }
+
+    /// The full name of `name`, checked to exist with `shape`.
+    fn check(&self, name: &str, shape: &[usize]) -> Result<String, WeightError> {
         let full = format!("{}{name}", self.prefix);
         let info = self.source.info(&full).ok_or_else(|| WeightError::MissingTensor { name: full.clone() })?;
         if info.shape != shape {
             return Err(WeightError::ShapeMismatch { name: full, expected: shape.to_vec(), got: info.shape });
         }
-        let host = self.source.read(&full).await?;
+        Ok(full)
+    }
+
+    fn values(&self, full: &str, host: &HostTensor, shape: &[usize]) -> Result<Vec<f32>, WeightError> {
         let values = host
             .to_f32()
-            .ok_or_else(|| WeightError::UnsupportedDtype { name: full.clone(), dtype: host.dtype.to_string() })?;
-        if values.len() != info.numel() {
-            return Err(WeightError::ShapeMismatch { name: full, expected: shape.to_vec(), got: vec![values.len()] });
+            .ok_or_else(|| WeightError::UnsupportedDtype { name: full.to_string(), dtype: host.dtype.to_string() })?;
+        if values.len() != shape.iter().product::<usize>() {
+            return Err(WeightError::ShapeMismatch { name: full.to_string(), expected: shape.to_vec(), got: vec![values.len()] });
         }
-        self.used.borrow_mut().insert(full.clone());
-        self.loaded_elements.set(self.loaded_elements.get() + values.len() as u64);
-        self.done.set(self.done.get() + host.bytes.len() as u64);
-        (self.on_progress.borrow_mut())(&LoadProgress { done_bytes: self.done.get(), total_bytes: self.total, tensor: full });
         Ok(values)
+    }
+
+    /// Records a loaded tensor and reports progress.
+    fn account(&self, full: &str, host: &HostTensor) {
+        self.used.borrow_mut().insert(full.to_string());
+        self.loaded_elements.set(self.loaded_elements.get() + host.shape.iter().product::<usize>() as u64);
+        self.done.set(self.done.get() + host.bytes.len() as u64);
+        (self.on_progress.borrow_mut())(&LoadProgress { done_bytes: self.done.get(), total_bytes: self.total, tensor: full.to_string() });
     }
 
     /// Whether the checkpoint holds `name` (without the `llma.` prefix).

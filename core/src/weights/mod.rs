@@ -15,10 +15,11 @@ pub use bytes::{copy_range, ByteSource, MemoryBytes};
 pub use dtype::{DType, HostTensor, TensorInfo};
 pub use loader::{LoadProgress, WeightLoader};
 pub use pth::PthFile;
-pub use safetensors::{SafetensorsFile, write_safetensors};
+pub use safetensors::{safetensors_header, write_safetensors, SafetensorsFile};
 pub use sharded::{ModelParallelSource, SplitRule};
 
 use crate::error::WeightError;
+
 
 /// A set of named tensors that can be read one at a time.
 #[allow(async_fn_in_trait)]
@@ -29,6 +30,18 @@ pub trait WeightSource {
     fn info(&self, name: &str) -> Option<TensorInfo>;
     /// The bytes of one tensor, row-major, little-endian.
     async fn read(&self, name: &str) -> Result<HostTensor, WeightError>;
+    /// The tensor as stored, or — for a mix of two sources — both parts and β, so the
+    /// loader can mix them on the device.
+    async fn read_parts(&self, name: &str) -> Result<TensorParts, WeightError> {
+        Ok(TensorParts::Plain(self.read(name).await?))
+    }
+}
+
+/// What [`WeightSource::read_parts`] returns.
+pub enum TensorParts {
+    Plain(HostTensor),
+    /// `beta · real + (1 − beta) · synthetic`.
+    Mix { real: HostTensor, synthetic: HostTensor, beta: f64 },
 }
 
 /// A plain list of checkpoint files of one model: either model-parallel `.pth`

@@ -81,28 +81,36 @@ impl<B: ByteSource> WeightSource for SafetensorsFile<B> {
     }
 }
 
-/// Serialises tensors as one safetensors file, in name order. `tensors` yields
-/// `(name, tensor)`; the header is written first, so all infos are needed up front.
-pub fn write_safetensors(tensors: &[(String, HostTensor)], metadata: &BTreeMap<String, String>) -> Vec<u8> {
+/// The safetensors header (length prefix + JSON, padded to 8 bytes) for tensors
+/// written in this order, so the data can follow tensor by tensor.
+pub fn safetensors_header(tensors: &[(String, TensorInfo)], metadata: &BTreeMap<String, String>) -> Vec<u8> {
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
         header.insert("__metadata__".into(), serde_json::json!(metadata));
     }
     let mut offset = 0usize;
     for (name, t) in tensors {
+        let len = t.byte_len();
         header.insert(
             name.clone(),
-            serde_json::json!({"dtype": t.dtype.safetensors_name(), "shape": t.shape, "data_offsets": [offset, offset + t.bytes.len()]}),
+            serde_json::json!({"dtype": t.dtype.safetensors_name(), "shape": t.shape, "data_offsets": [offset, offset + len]}),
         );
-        offset += t.bytes.len();
+        offset += len;
     }
     let mut h = serde_json::Value::Object(header).to_string().into_bytes();
     while h.len() % 8 != 0 {
         h.push(b' ');
     }
-    let mut out = Vec::with_capacity(8 + h.len() + offset);
+    let mut out = Vec::with_capacity(8 + h.len());
     out.extend_from_slice(&(h.len() as u64).to_le_bytes());
     out.extend_from_slice(&h);
+    out
+}
+
+/// Serialises tensors as one safetensors file in memory, in the given order.
+pub fn write_safetensors(tensors: &[(String, HostTensor)], metadata: &BTreeMap<String, String>) -> Vec<u8> {
+    let infos: Vec<(String, TensorInfo)> = tensors.iter().map(|(n, t)| (n.clone(), t.info())).collect();
+    let mut out = safetensors_header(&infos, metadata);
     for (_, t) in tensors {
         out.extend_from_slice(&t.bytes);
     }

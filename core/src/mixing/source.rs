@@ -1,0 +1,123 @@
+//! Mixing one tensor, and a weight source that mixes two sources as it is read.
+
+use half::{bf16, f16};
+
+use super::rules::{MixAction, MixRules};
+use crate::error::{MixError, WeightError};
+use crate::weights::{DType, HostTensor, TensorInfo, TensorParts, WeightSource};
+
+/// Mixes one tensor pair by `action`: `β·real + (1−β)·synthetic` in f32 (as torch computes
+/// `beta * a.float() + (1 - beta) * b.float()`), stored back in the inputs' dtype with
+/// round-to-nearest-even.
+pub fn mix_tensors(name: &str, real: HostTensor, synthetic: HostTensor, action: MixAction) -> Result<HostTensor, MixError> {
+    if real.shape != synthetic.shape {
+        return Err(MixError::ShapeMismatch { name: name.into(), real: real.shape, synthetic: synthetic.shape });
+    }
+    if real.dtype != synthetic.dtype {
+        return Err(MixError::DtypeMismatch { name: name.into(), real: real.dtype.to_string(), synthetic: synthetic.dtype.to_string() });
+    }
+    match action {
+        MixAction::Real => Ok(real),
+        MixAction::Synthetic => Ok(synthetic),
+        MixAction::RequireIdentical if real.bytes == synthetic.bytes => Ok(real),
+        MixAction::RequireIdentical => Err(MixError::NotIdentical { name: name.into() }),
+        MixAction::Beta(beta) => {
+            let unsupported = || MixError::UnsupportedDtype { name: name.into(), dtype: real.dtype.to_string() };
+            let (a, b) = (real.to_f32().ok_or_else(unsupported)?, synthetic.to_f32().ok_or_else(unsupported)?);
+            let (wa, wb) = (beta as f32, (1.0 - beta) as f32);
+            let mixed = a.iter().zip(&b).map(|(x, y)| wa * x + wb * y);
+            let bytes: Vec<u8> = match real.dtype {
+                DType::F32 => mixed.flat_map(f32::to_le_bytes).collect(),
+                DType::BF16 => mixed.flat_map(|v| bf16::from_f32(v).to_le_bytes()).collect(),
+                DType::F16 => mixed.flat_map(|v| f16::from_f32(v).to_le_bytes()).collect(),
+                _ => return Err(unsupported()),
+            };
+            Ok(HostTensor { dtype: real.dtype, shape: real.shape, bytes })
+        }
+    }
+}
+
+/// Two checkpoints of one architecture read as their mix.
+pub struct MixedSource<A: WeightSource, B: WeightSource> {
+    real: A,
+    synthetic: B,
+    rules: MixRules,
+    check_finite: bool,
+}
+
+impl<A: WeightSource, B: WeightSource> MixedSource<A, B> {
+    /// Checks that both hold the same tensor names, shapes and dtypes, naming the first
+    /// difference, and that every β is in [0, 1] unless extrapolation is allowed.
+    pub fn new(real: A, synthetic: B, rules: MixRules, allow_extrapolation: bool) -> Result<Self, MixError> {
+        rules.validate(allow_extrapolation)?;
+        let (ra, sb) = (real.names(), synthetic.names());
+        if let Some(n) = ra.iter().find(|n| !sb.contains(n)) {
+            return Err(MixError::KeyMismatch { name: n.clone(), missing_in: "synthetic".into() });
+        }
+        if let Some(n) = sb.iter().find(|n| !ra.contains(n)) {
+            return Err(MixError::KeyMismatch { name: n.clone(), missing_in: "real".into() });
+        }
+        for n in &ra {
+            let (a, b) = (real.info(n), synthetic.info(n));
+            if let (Some(a), Some(b)) = (a, b) {
+                if a.shape != b.shape {
+                    return Err(MixError::ShapeMismatch { name: n.clone(), real: a.shape, synthetic: b.shape });
+                }
+                if a.dtype != b.dtype {
+                    return Err(MixError::DtypeMismatch { name: n.clone(), real: a.dtype.to_string(), synthetic: b.dtype.to_string() });
+                }
+            }
+        }
+        Ok(Self { real, synthetic, rules, check_finite: false })
+    }
+
+    /// Fail on NaN or ±Inf in a mixed tensor.
+    pub fn check_finite(mut self, yes: bool) -> Self {
+        self.check_finite = yes;
+        self
+    }
+
+    pub fn rules(&self) -> &MixRules {
+        &self.rules
+    }
+
+    fn finite(&self, name: &str, t: &HostTensor) -> Result<(), MixError> {
+        if self.check_finite && t.to_f32().is_some_and(|v| v.iter().any(|x| !x.is_finite())) {
+            return Err(MixError::NonFinite { name: name.into() });
+        }
+        Ok(())
+    }
+}
+
+impl<A: WeightSource, B: WeightSource> WeightSource for MixedSource<A, B> {
+    fn names(&self) -> Vec<String> {
+        self.real.names()
+    }
+
+    fn info(&self, name: &str) -> Option<TensorInfo> {
+        self.real.info(name)
+    }
+
+    /// The mixed tensor, on the host (offline mixing).
+    async fn read(&self, name: &str) -> Result<HostTensor, WeightError> {
+        let (a, b) = (self.real.read(name).await?, self.synthetic.read(name).await?);
+        let t = mix_tensors(name, a, b, self.rules.action(name))?;
+        self.finite(name, &t)?;
+        Ok(t)
+    }
+
+    /// Both tensors and β, so the loader mixes them on the device.
+    async fn read_parts(&self, name: &str) -> Result<TensorParts, WeightError> {
+        match self.rules.action(name) {
+            MixAction::Beta(beta) => {
+                let (a, b) = (self.real.read(name).await?, self.synthetic.read(name).await?);
+                if a.shape != b.shape || a.dtype != b.dtype {
+                    // Reported with the full message by the host path.
+                    mix_tensors(name, a.clone(), b.clone(), MixAction::Beta(beta))?;
+                }
+                Ok(TensorParts::Mix { real: a, synthetic: b, beta })
+            }
+            _ => Ok(TensorParts::Plain(self.read(name).await?)),
+        }
+    }
+}
