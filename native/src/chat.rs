@@ -6,12 +6,11 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use sphinx_core::generate::{ChatSession, GenerationOptions};
+use sphinx_core::generate::ChatSession;
 use sphinx_core::preprocess::DecodeOptions;
 use sphinx_core::tasks::parse_answer;
-use sphinx_native::device::DeviceChoice;
 
-use crate::{encode_image_file, load_model, ModelArgs};
+use crate::{encode_image_file, load_model, ModelArgs, SamplingArgs};
 
 #[derive(Args)]
 pub struct ChatArgs {
@@ -20,27 +19,17 @@ pub struct ChatArgs {
     /// An image to talk about (kept for the whole conversation).
     #[arg(long, short)]
     image: Option<PathBuf>,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.1)]
-    temperature: f32,
-    #[arg(long, default_value_t = 0.75)]
-    top_p: f32,
-    /// Most tokens per answer.
-    #[arg(long, default_value_t = 512)]
-    max_tokens: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    device: DeviceChoice,
+    #[command(flatten)]
+    sampling: SamplingArgs,
 }
 
 pub fn run_chat(a: ChatArgs) -> Result<()> {
-    let model = load_model(&a.model, a.device)?;
+    let model = load_model(&a.model, a.sampling.device)?;
     let image = match &a.image {
         Some(path) => Some(encode_image_file(&model, path, &DecodeOptions::default(), &a.model)?),
         None => None,
     };
-    let opts = GenerationOptions { max_gen_len: a.max_tokens, temperature: a.temperature, top_p: a.top_p, seed: a.seed, ..Default::default() };
+    let opts = a.sampling.options();
     let mut session = ChatSession::new(&model.llm, image.as_ref().map(|i| i.tokens.clone()));
     eprintln!("Type a message and press Enter. /reset starts over, /quit (or Ctrl-D) leaves.");
     let stdin = std::io::stdin();

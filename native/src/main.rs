@@ -154,21 +154,40 @@ struct GenerateArgs {
     /// Send the prompt as-is, without the conversation template.
     #[arg(long)]
     raw: bool,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+}
+
+/// How answers are sampled, and where the model runs.
+#[derive(Args)]
+pub struct SamplingArgs {
     /// Sampling temperature; 0 picks the most likely token every time (greedy).
     #[arg(long, default_value_t = 0.1)]
-    temperature: f32,
+    pub temperature: f32,
     /// Nucleus sampling: sample among the most likely tokens whose probabilities add up to this.
     #[arg(long, default_value_t = 0.75)]
-    top_p: f32,
-    /// Most tokens to generate.
+    pub top_p: f32,
+    /// Most tokens to generate per answer.
     #[arg(long, default_value_t = 512)]
-    max_tokens: usize,
+    pub max_tokens: usize,
     /// Random seed for sampling (the same seed gives the same answer).
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub seed: u64,
     /// Where to compute: auto picks a hardware GPU if there is one, else the CPU.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    device: DeviceChoice,
+    pub device: DeviceChoice,
+}
+
+impl SamplingArgs {
+    pub fn options(&self) -> GenerationOptions {
+        GenerationOptions {
+            max_gen_len: self.max_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
+            ..Default::default()
+        }
+    }
 }
 
 fn parse_region(s: &str) -> Result<[f64; 4], String> {
@@ -263,16 +282,10 @@ fn load_mixed(m: &ModelArgs, files: sphinx_core::model::ModelFiles<sphinx_native
 }
 
 fn run_generate(a: GenerateArgs) -> Result<()> {
-    let model = load_model(&a.model, a.device)?;
+    let model = load_model(&a.model, a.sampling.device)?;
 
 
-    let opts = GenerationOptions {
-        max_gen_len: a.max_tokens,
-        temperature: a.temperature,
-        top_p: a.top_p,
-        seed: a.seed,
-        ..Default::default()
-    };
+    let opts = a.sampling.options();
     let decode = DecodeOptions { apply_exif_orientation: a.exif, ..Default::default() };
     let image = match &a.image {
         Some(path) => Some(encode_image_file(&model, path, &decode, &a.model)?),

@@ -229,3 +229,28 @@ fn an_interrupted_mix_leaves_nothing_that_looks_complete() {
     assert!(!tmp.join("mixed.partial").exists(), "no partial directory left behind");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+#[test]
+fn chat_keeps_the_image_between_turns() {
+    use std::io::Write;
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sphinx"))
+        .args(["chat", "--model", &format!("{fixtures}/models/tiny-sphinx-1k"), "--image", &format!("{fixtures}/images/caption1.jpg")])
+        .args(["--max-tokens", "6", "--temperature", "0", "--device", "cpu"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"What's in the image?\nAnd then?\n/quit\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("[image: 1455 tokens").count(), 1, "encoded once: {err}");
+    let positions: Vec<usize> = err
+        .lines()
+        .filter_map(|l| l.split("; ").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(positions.len(), 2, "{err}");
+    assert!(positions[0] > 1455 && positions[1] > positions[0], "{positions:?}");
+}
