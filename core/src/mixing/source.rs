@@ -22,18 +22,40 @@ pub fn mix_tensors(name: &str, real: HostTensor, synthetic: HostTensor, action: 
         MixAction::RequireIdentical if real.bytes == synthetic.bytes => Ok(real),
         MixAction::RequireIdentical => Err(MixError::NotIdentical { name: name.into() }),
         MixAction::Beta(beta) => {
-            let unsupported = || MixError::UnsupportedDtype { name: name.into(), dtype: real.dtype.to_string() };
-            let (a, b) = (real.to_f32().ok_or_else(unsupported)?, synthetic.to_f32().ok_or_else(unsupported)?);
             let (wa, wb) = (beta as f32, (1.0 - beta) as f32);
-            let mixed = a.iter().zip(&b).map(|(x, y)| wa * x + wb * y);
-            let bytes: Vec<u8> = match real.dtype {
-                DType::F32 => mixed.flat_map(f32::to_le_bytes).collect(),
-                DType::BF16 => mixed.flat_map(|v| bf16::from_f32(v).to_le_bytes()).collect(),
-                DType::F16 => mixed.flat_map(|v| f16::from_f32(v).to_le_bytes()).collect(),
-                _ => return Err(unsupported()),
+            // Element by element, so memory holds only the two inputs and the output.
+            fn mix<const N: usize>(a: &[u8], b: &[u8], f: impl Fn([u8; N], [u8; N]) -> [u8; N]) -> Vec<u8> {
+                let mut out = Vec::with_capacity(a.len());
+                for (x, y) in a.chunks_exact(N).zip(b.chunks_exact(N)) {
+                    let (mut xa, mut yb) = ([0u8; N], [0u8; N]);
+                    xa.copy_from_slice(x);
+                    yb.copy_from_slice(y);
+                    out.extend_from_slice(&f(xa, yb));
+                }
+                out
+            }
+            let bytes = match real.dtype {
+                DType::F32 => mix(&real.bytes, &synthetic.bytes, |x, y| (wa * f32::from_le_bytes(x) + wb * f32::from_le_bytes(y)).to_le_bytes()),
+                DType::BF16 => mix(&real.bytes, &synthetic.bytes, |x, y| {
+                    bf16::from_f32(wa * bf16::from_le_bytes(x).to_f32() + wb * bf16::from_le_bytes(y).to_f32()).to_le_bytes()
+                }),
+                DType::F16 => mix(&real.bytes, &synthetic.bytes, |x, y| {
+                    f16::from_f32(wa * f16::from_le_bytes(x).to_f32() + wb * f16::from_le_bytes(y).to_f32()).to_le_bytes()
+                }),
+                _ => return Err(MixError::UnsupportedDtype { name: name.into(), dtype: real.dtype.to_string() }),
             };
             Ok(HostTensor { dtype: real.dtype, shape: real.shape, bytes })
         }
+    }
+}
+
+/// Whether every element of a float tensor is finite (without widening it whole).
+fn all_finite(t: &HostTensor) -> bool {
+    match t.dtype {
+        DType::F32 => t.bytes.chunks_exact(4).all(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite()),
+        DType::BF16 => t.bytes.chunks_exact(2).all(|c| bf16::from_le_bytes([c[0], c[1]]).is_finite()),
+        DType::F16 => t.bytes.chunks_exact(2).all(|c| f16::from_le_bytes([c[0], c[1]]).is_finite()),
+        _ => true,
     }
 }
 
@@ -82,7 +104,7 @@ impl<A: WeightSource, B: WeightSource> MixedSource<A, B> {
     }
 
     fn finite(&self, name: &str, t: &HostTensor) -> Result<(), MixError> {
-        if self.check_finite && t.to_f32().is_some_and(|v| v.iter().any(|x| !x.is_finite())) {
+        if self.check_finite && !all_finite(t) {
             return Err(MixError::NonFinite { name: name.into() });
         }
         Ok(())
