@@ -19,6 +19,7 @@ use sphinx_native::model_dir::open_model_dir;
 use sphinx_native::views;
 
 mod chat;
+mod convert;
 mod mix;
 
 /// The model used when `--model` is not given: a tiny random-weight LLaMA kept in the
@@ -44,6 +45,8 @@ enum Command {
     Draw(DrawArgs),
     /// Chat in the terminal, optionally about an image; answers stream and the image is kept between turns.
     Chat(chat::ChatArgs),
+    /// Convert a checkpoint for the web: 32 MiB shards and a manifest with hashes and device requirements.
+    Convert(convert::ConvertArgs),
     /// Mix two fine-tunes of one model into a new checkpoint: β·real + (1−β)·synthetic.
     Mix(mix::MixArgs),
     /// List the SPHINX variants with their full-size parameter counts and memory.
@@ -216,6 +219,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Chat(a) => chat::run_chat(a),
         Command::Mix(a) => mix::run_mix(a),
+        Command::Convert(a) => convert::run_convert(a),
         Command::Draw(a) => {
             let bytes = std::fs::read(&a.image).with_context(|| format!("reading {}", a.image.display()))?;
             let mut img = decode_image(&bytes, &DecodeOptions::default())?;
@@ -247,6 +251,15 @@ pub fn overrides(a: &ModelArgs) -> ConfigOverrides {
 pub fn load_model(m: &ModelArgs, device: DeviceChoice) -> Result<SphinxModel> {
     let (device, what) = init_device(device)?;
     eprintln!("device: {what}");
+    let manifest_path = m.model.join("manifest.json");
+    if manifest_path.is_file() {
+        // A directory written by `sphinx convert --web`.
+        let manifest = sphinx_core::weights::WebManifest::parse(&std::fs::read_to_string(&manifest_path)?)?;
+        let tokenizer = std::fs::read(m.model.join(&manifest.tokenizer.file))?;
+        let source = sphinx_core::weights::ManifestSource::new(manifest.clone(), convert::LocalShards::new(&m.model, &manifest));
+        return pollster::block_on(SphinxModel::load_from(&manifest.config_json, &manifest.meta_json, &tokenizer, &source, &device, &overrides(m), &mut |_| {}))
+            .with_context(|| format!("loading {}", m.model.display()));
+    }
     let files = open_model_dir(&m.model, m.tokenizer.as_deref())?;
     if let Some(other) = &m.mix_with {
         return load_mixed(m, files, other, &device);

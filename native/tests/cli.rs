@@ -254,3 +254,46 @@ fn chat_keeps_the_image_between_turns() {
     assert_eq!(positions.len(), 2, "{err}");
     assert!(positions[0] > 1455 && positions[1] > positions[0], "{positions:?}");
 }
+
+#[test]
+fn convert_for_the_web_and_load_it_back() {
+    use sha2::Digest;
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
+    let model = format!("{fixtures}/models/tiny-sphinx-1k");
+    let out = std::env::temp_dir().join(format!("sphinx-web-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let o = sphinx(&["convert", "--web", &model, out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["format"], "sphinx-web/1");
+    let mut total = 0;
+    for s in m["shards"].as_array().unwrap() {
+        let bytes = std::fs::read(out.join(s["file"].as_str().unwrap())).unwrap();
+        assert_eq!(bytes.len() as u64, s["bytes"].as_u64().unwrap());
+        assert!(bytes.len() as u64 <= 32 << 20);
+        let hash: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hash, s["sha256"].as_str().unwrap());
+        total += bytes.len() as u64;
+    }
+    let components: u64 = m["components"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(components, total);
+    assert!(m["components"]["dinov2"].as_u64().unwrap() > 0 && m["requirements"]["max_storage_buffer_binding_size"].as_u64().unwrap() > 0);
+
+    // The converted model answers exactly as the original.
+    let image = format!("{fixtures}/reference/images/pillow-decoded/sphinx-example-1.png");
+    let ask = |dir: &str| {
+        let o = sphinx(&["generate", "--model", dir, "--image", &image, "--prompt", "What's in the image?", "--temperature", "0", "--max-tokens", "12", "--device", "cpu"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    assert_eq!(ask(out.to_str().unwrap()), ask(&model));
+
+    // A damaged shard is refused by its hash.
+    let shard = out.join("shard-0000.bin");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&shard, bytes).unwrap();
+    let o = sphinx(&["generate", "--model", out.to_str().unwrap(), "--prompt", "hi", "--device", "cpu"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("SHA-256 does not match the manifest"));
+    let _ = std::fs::remove_dir_all(&out);
+}

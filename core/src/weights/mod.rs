@@ -6,6 +6,7 @@
 mod bytes;
 mod dtype;
 mod loader;
+mod manifest;
 mod pickle;
 mod pth;
 mod safetensors;
@@ -14,6 +15,10 @@ mod sharded;
 pub use bytes::{copy_range, ByteSource, MemoryBytes};
 pub use dtype::{DType, HostTensor, TensorInfo};
 pub use loader::{LoadProgress, WeightLoader};
+pub use manifest::{
+    component, plan_shards, shard_file, ManifestSource, Requirements, ShardEntry, ShardFetch, TensorEntry, WebManifest,
+    MANIFEST_FORMAT, SHARD_BYTES,
+};
 pub use pth::PthFile;
 pub use safetensors::{safetensors_header, write_safetensors, SafetensorsFile};
 pub use sharded::{ModelParallelSource, SplitRule};
