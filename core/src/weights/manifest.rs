@@ -140,6 +140,10 @@ impl<F: ShardFetch> ManifestSource<F> {
     pub fn manifest(&self) -> &WebManifest {
         &self.manifest
     }
+
+    pub fn fetcher(&self) -> &F {
+        &self.fetch
+    }
 }
 
 impl<F: ShardFetch> WeightSource for ManifestSource<F> {
