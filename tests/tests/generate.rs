@@ -35,3 +35,12 @@ fn sampling_is_reproducible_by_seed() {
     assert_eq!(run(7), run(7));
     assert_ne!(run(7), run(8));
 }
+
+#[test]
+fn an_empty_input_is_an_error_not_a_panic() {
+    let model = load_model("tiny-llama-gqa", &Device::flex());
+    let mut cache = model.llm.new_cache();
+    let err = pollster::block_on(model.llm.forward(&[], &mut cache)).err().unwrap();
+    assert!(err.to_string().contains("nothing to feed"), "{err}");
+    assert_eq!(cache.pos(), 0);
+}

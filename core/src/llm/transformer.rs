@@ -92,6 +92,9 @@ impl Llm {
 
     /// Feeds token ids at the cache's position; returns the last position's logits [1, vocab].
     pub async fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor<2>, GenerateError> {
+        if tokens.is_empty() {
+            return Err(GenerateError::BadOption("nothing to feed: the input has no tokens".into()));
+        }
         self.forward_embeds(self.embed(tokens), cache).await
     }
 
@@ -99,6 +102,9 @@ impl Llm {
     /// position, RoPE positions continuing from it; returns the last logits [1, vocab].
     pub async fn forward_embeds(&self, h: Tensor<3>, cache: &mut KvCache) -> Result<Tensor<2>, GenerateError> {
         let [b, s, d] = h.dims();
+        if s == 0 {
+            return Err(GenerateError::BadOption("nothing to feed: the input has no tokens".into()));
+        }
         cache.reserve(s)?;
         let start = cache.pos();
         let max_len = cache.max_seq_len();
