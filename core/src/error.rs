@@ -80,6 +80,9 @@ pub enum GenerateError {
     ContextFull(usize),
     #[error("invalid sampling option: {0}")]
     BadOption(String),
+    /// A request that names no prompt, an unknown task, a task without its query, ...
+    #[error("invalid request: {0}")]
+    BadRequest(String),
     #[error("reading results back from the device failed: {0}")]
     Readback(String),
 }

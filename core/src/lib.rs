@@ -2,6 +2,7 @@
 //! the native binary and the browser build. No file system, no network: bytes come
 //! in through [`weights::ByteSource`] / [`weights::WeightSource`].
 
+pub mod api;
 pub mod config;
 pub mod error;
 pub mod generate;

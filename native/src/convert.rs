@@ -30,15 +30,20 @@ fn hex(d: impl AsRef<[u8]>) -> String {
 }
 
 pub fn run_convert(a: ConvertArgs) -> Result<()> {
-    if a.output.exists() {
-        bail!("{} already exists", a.output.display());
+    convert_web(&a.model, &a.output)
+}
+
+/// Writes `model` in the web format to `output` (which must not exist).
+pub fn convert_web(model: &Path, output: &Path) -> Result<()> {
+    if output.exists() {
+        bail!("{} already exists", output.display());
     }
-    let files = open_model_dir(&a.model, None)?;
+    let files = open_model_dir(model, None)?;
     let (config_json, meta_json, tokenizer) = (files.config_json.clone(), files.meta_json.clone(), files.tokenizer_model.clone());
     let source = open_checkpoint(files.checkpoints)?;
     let infos: Vec<_> = source.names().into_iter().filter_map(|n| source.info(&n).map(|i| (n, i))).collect();
     let (tensors, sizes) = plan_shards(&infos);
-    let partial = a.output.with_extension("partial");
+    let partial = output.with_extension("partial");
     if partial.exists() {
         std::fs::remove_dir_all(&partial)?;
     }
@@ -89,7 +94,7 @@ pub fn run_convert(a: ConvertArgs) -> Result<()> {
             return Err(e);
         }
     };
-    std::fs::rename(&partial, &a.output).with_context(|| format!("renaming to {}", a.output.display()))?;
+    std::fs::rename(&partial, output).with_context(|| format!("renaming to {}", output.display()))?;
     let total: u64 = manifest.shards.iter().map(|s| s.bytes).sum();
     eprintln!(
         "[{} tensors in {} shards, {:.1} MiB; components {:?}; needs a {:.1} MiB storage binding]",

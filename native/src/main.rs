@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use sphinx_core::api::{AskOptions, AskResult, ParsedAnswer};
 use sphinx_core::config::{ConfigOverrides, LlmConfig};
 use sphinx_core::generate::{generate, Conversation, GenerationOptions, StopReason};
 use sphinx_core::model::{open_checkpoint, SphinxModel};
 use sphinx_core::preprocess::{decode_image, DecodeOptions, PaddedSquare};
-use sphinx_core::tasks::{draw_answer, parse_answer, rasterize, TaskKind};
+use sphinx_core::tasks::{rasterize, TaskKind};
 use sphinx_core::vision::{Activation, VisionConfig};
 use sphinx_core::tokenizer::Tokenizer;
 use sphinx_core::weights::WeightSource;
@@ -21,6 +22,7 @@ use sphinx_native::views;
 mod chat;
 mod convert;
 mod mix;
+mod serve;
 
 /// The model used when `--model` is not given: a tiny random-weight LLaMA kept in the
 /// repository (two model-parallel bf16 shards), so every command runs without a download.
@@ -49,6 +51,8 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Mix two fine-tunes of one model into a new checkpoint: β·real + (1−β)·synthetic.
     Mix(mix::MixArgs),
+    /// Serve the web demo (web/demo) with the JS package and a model on 127.0.0.1.
+    ServeDemo(serve::ServeArgs),
     /// List the SPHINX variants with their full-size parameter counts and memory.
     Variants,
     /// Write the views an image becomes (global view and sub-images, per encoder family) as PNGs.
@@ -220,14 +224,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Chat(a) => chat::run_chat(a),
         Command::Mix(a) => mix::run_mix(a),
         Command::Convert(a) => convert::run_convert(a),
+        Command::ServeDemo(a) => serve::run_serve(a),
         Command::Draw(a) => {
             let bytes = std::fs::read(&a.image).with_context(|| format!("reading {}", a.image.display()))?;
             let mut img = decode_image(&bytes, &DecodeOptions::default())?;
-            let answer = parse_answer(&a.answer, Some(PaddedSquare::new(img.width, img.height)));
-            rasterize(&mut img, &draw_answer(&answer));
+            let parsed = ParsedAnswer::of(&a.answer, Some(PaddedSquare::new(img.width, img.height)));
+            rasterize(&mut img, &parsed.drawing);
             views::save_png(&img, &a.output)?;
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&answer)?);
+                println!("{}", serde_json::to_string_pretty(&parsed.answer)?);
             }
             Ok(())
         }
@@ -305,18 +310,8 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
         None => None,
     };
     let geometry = image.as_ref().map(|i| i.geometry);
-    let question = match &a.task {
-        Some(name) => {
-            let kind = TaskKind::parse(name).with_context(|| format!("unknown task '{name}' (see `sphinx tasks`)"))?;
-            let region = match (a.region, geometry) {
-                (Some(r), Some(g)) => Some(g.box_to_normalized(r)),
-                (Some(_), None) => anyhow::bail!("--region needs --image (it is in the image's pixels)"),
-                (None, _) => None,
-            };
-            kind.build(a.query.as_deref().or(a.prompt.as_deref()), region).map_err(anyhow::Error::msg)?.instruction()
-        }
-        None => a.prompt.clone().unwrap_or_default(),
-    };
+    let ask = AskOptions { prompt: a.prompt.clone(), task: a.task.clone(), query: a.query.clone(), region: a.region, ..Default::default() };
+    let question = ask.instruction(geometry)?;
     let text = if a.raw { question } else { Conversation::single(&question).prompt() };
     let ids = model.tokenizer.encode(&text, true, false);
     let mut cache = model.llm.new_cache();
@@ -330,16 +325,16 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
     };
     let tokens = image.as_ref().map(|i| i.tokens.clone());
     let g = pollster::block_on(generate(&model.llm, &model.tokenizer, &mut cache, &ids, tokens, &opts, &mut on_text))?;
-    let answer = parse_answer(&g.text, geometry);
+    let result = AskResult::new(&g, geometry);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
         println!();
     }
     if let Some(out) = &a.annotate {
         let img = image.as_ref().context("--annotate needs --image")?;
         let mut canvas = img.pixels.clone();
-        rasterize(&mut canvas, &draw_answer(&answer));
+        rasterize(&mut canvas, &result.drawing);
         views::save_png(&canvas, out)?;
         eprintln!("[annotated image: {}]", out.display());
     }

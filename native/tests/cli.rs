@@ -123,12 +123,13 @@ fn grounding_task_with_json_and_annotation() {
         "--temperature", "0", "--max-tokens", "8", "--device", "cpu", "--json", "--annotate", png.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
-    assert!(answer["text"].is_string() && answer["entities"].is_array());
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert!(result["text"].is_string() && result["answer"]["entities"].is_array() && result["drawing"].is_array());
+    assert!(result["generatedTokens"].as_u64().is_some_and(|n| (1..=8).contains(&n)), "{result}");
     assert_eq!(image::open(&png).unwrap().to_rgb8().dimensions(), (337, 224));
     let _ = std::fs::remove_file(&png);
     let bad = sphinx(&["generate", "--model", &model, "--image", &image, "--task", "keypoints", "--device", "cpu"]);
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("task 'keypoints' needs a region"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid request: task 'keypoints' needs a region"));
 }
 
 #[test]

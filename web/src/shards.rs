@@ -5,12 +5,16 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use js_sys::{ArrayBuffer, Function, Promise, Uint8Array};
+use sphinx_core::api::DownloadProgress;
 use sphinx_core::error::WeightError;
 use sphinx_core::weights::{ShardFetch, WebManifest};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
+
+use crate::to_js;
 
 pub const CACHE_NAME: &str = "sphinx-web-weights";
 
@@ -18,7 +22,7 @@ fn js_err(file: &str, what: &str, e: JsValue) -> WeightError {
     WeightError::Io { file: file.into(), reason: format!("{what}: {}", e.as_string().unwrap_or_else(|| format!("{e:?}"))) }
 }
 
-/// `fetch` and `caches` of the window or the worker this runs in.
+/// `fetch`, `caches` and `crypto` of the window or the worker this runs in.
 enum Scope {
     Window(web_sys::Window),
     Worker(web_sys::WorkerGlobalScope),
@@ -67,21 +71,51 @@ async fn sha256_hex(scope: &Scope, file: &str, data: &[u8]) -> Result<String, We
     Ok(Uint8Array::new(&digest).to_vec().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Fetches `base/file` from the cache, else from the network (then verified and cached).
-pub async fn fetch_file(base: &str, file: &str, sha256: Option<&str>) -> Result<(Vec<u8>, bool), WeightError> {
-    let scope = Scope::get();
-    let url = format!("{}/{file}", base.trim_end_matches('/'));
-    let cache: Option<web_sys::Cache> = match scope.caches() {
-        Ok(c) => JsFuture::from(c.open(CACHE_NAME)).await.ok().map(JsCast::unchecked_into),
-        Err(_) => None,
-    };
-    if let Some(cache) = &cache {
-        let hit = JsFuture::from(cache.match_with_str(&url)).await.map_err(|e| js_err(file, "reading the cache", e))?;
-        if let Ok(response) = hit.dyn_into::<web_sys::Response>() {
-            return Ok((bytes_of(response, file).await?, true));
+fn url_of(base: &str, file: &str) -> String {
+    format!("{}/{file}", base.trim_end_matches('/'))
+}
+
+/// The weights cache, when the browser has one and caching is on.
+pub async fn open_cache(enabled: bool) -> Option<web_sys::Cache> {
+    if !enabled {
+        return None;
+    }
+    let caches = Scope::get().caches().ok()?;
+    JsFuture::from(caches.open(CACHE_NAME)).await.ok().map(JsCast::unchecked_into)
+}
+
+async fn cached(cache: &web_sys::Cache, url: &str) -> Option<web_sys::Response> {
+    JsFuture::from(cache.match_with_str(url)).await.ok()?.dyn_into::<web_sys::Response>().ok()
+}
+
+/// Bytes of `files` (name, size) under `base` that are not in the cache yet.
+pub async fn missing_bytes(cache: &web_sys::Cache, base: &str, files: &[(String, u64)]) -> u64 {
+    let mut missing = 0;
+    for (file, bytes) in files {
+        if cached(cache, &url_of(base, file)).await.is_none() {
+            missing += bytes;
         }
     }
-    let response = JsFuture::from(scope.fetch(&url)).await.map_err(|e| js_err(file, "downloading", e))?;
+    missing
+}
+
+/// Fetches `base/file` from the cache, else from the network (then verified and cached).
+/// Returns the bytes and whether they came from the cache.
+pub async fn fetch_file(
+    cache: Option<&web_sys::Cache>,
+    base: &str,
+    file: &str,
+    sha256: Option<&str>,
+) -> Result<(Vec<u8>, bool), WeightError> {
+    let scope = Scope::get();
+    let url = url_of(base, file);
+    if let Some(hit) = match cache {
+        Some(c) => cached(c, &url).await,
+        None => None,
+    } {
+        return Ok((bytes_of(hit, file).await?, true));
+    }
+    let response = JsFuture::from(scope.fetch(&url)).await.map_err(|e| js_err(&url, "downloading", e))?;
     let response: web_sys::Response = response.unchecked_into();
     if !response.ok() {
         return Err(WeightError::Io { file: url, reason: format!("HTTP {}", response.status()) });
@@ -90,61 +124,70 @@ pub async fn fetch_file(base: &str, file: &str, sha256: Option<&str>) -> Result<
     if let Some(want) = sha256 {
         let got = sha256_hex(&scope, file, &data).await?;
         if got != want {
-            return Err(WeightError::Io { file: file.into(), reason: "SHA-256 does not match the manifest".into() });
+            return Err(WeightError::Io { file: url, reason: "SHA-256 does not match the manifest".into() });
         }
     }
-    if let Some(cache) = &cache {
+    if let Some(cache) = cache {
         let body = Uint8Array::from(data.as_slice());
         if let Ok(r) = web_sys::Response::new_with_opt_buffer_source(Some(&body)) {
-            // A full quota is not fatal: the weights still load, just not from the cache next time.
+            // The quota was checked before downloading; if the browser still refuses,
+            // the weights load anyway, just not from the cache next time.
             if let Err(e) = JsFuture::from(cache.put_with_str(&url, &r)).await {
-                web_sys_log(&format!("sphinx: could not cache {file}: {e:?}"));
+                web_sys::console::warn_1(&format!("sphinx: could not cache {file}: {e:?}").into());
             }
         }
     }
     Ok((data, false))
 }
 
-fn web_sys_log(msg: &str) {
-    let console = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("console")).ok();
-    if let Some(log) = console.and_then(|c| js_sys::Reflect::get(&c, &JsValue::from_str("warn")).ok()).and_then(|f| f.dyn_into::<Function>().ok()) {
-        let _ = log.call1(&JsValue::NULL, &JsValue::from_str(msg));
+/// Download progress over every shard of a load (both models of a mix).
+pub struct Progress {
+    state: RefCell<(u64, u64, Vec<String>)>,
+    on_progress: Option<Function>,
+    pub from_cache: RefCell<usize>,
+}
+
+impl Progress {
+    pub fn new(total: u64, on_progress: Option<Function>) -> Rc<Self> {
+        Rc::new(Self { state: RefCell::new((0, total, Vec::new())), on_progress, from_cache: RefCell::new(0) })
+    }
+
+    fn report(&self, url: &str, bytes: u64, cached: bool) {
+        let mut p = self.state.borrow_mut();
+        if p.2.iter().any(|f| f == url) {
+            return;
+        }
+        p.2.push(url.to_string());
+        p.0 += bytes;
+        if cached {
+            *self.from_cache.borrow_mut() += 1;
+        }
+        if let Some(f) = &self.on_progress {
+            let event = DownloadProgress { done_bytes: p.0 as f64, total_bytes: p.1 as f64, file: url.to_string(), cached };
+            let _ = f.call1(&JsValue::NULL, &to_js(&event));
+        }
     }
 }
 
 /// The shard reader the browser loads through: one shard in memory at a time.
 pub struct HttpShards {
     base: String,
+    cache: Option<web_sys::Cache>,
     hashes: BTreeMap<String, String>,
     sizes: BTreeMap<String, u64>,
     current: RefCell<Option<(String, Vec<u8>)>>,
-    progress: RefCell<(u64, u64, Vec<String>)>,
-    on_progress: Option<Function>,
-    pub from_cache: RefCell<u64>,
+    progress: Rc<Progress>,
 }
 
 impl HttpShards {
-    pub fn new(base: &str, manifest: &WebManifest, on_progress: Option<Function>) -> Self {
-        let total = manifest.shards.iter().map(|s| s.bytes).sum();
+    pub fn new(base: &str, manifest: &WebManifest, cache: Option<web_sys::Cache>, progress: Rc<Progress>) -> Self {
         Self {
             base: base.to_string(),
+            cache,
             hashes: manifest.shards.iter().map(|s| (s.file.clone(), s.sha256.clone())).collect(),
             sizes: manifest.shards.iter().map(|s| (s.file.clone(), s.bytes)).collect(),
             current: RefCell::new(None),
-            progress: RefCell::new((0, total, Vec::new())),
-            on_progress,
-            from_cache: RefCell::new(0),
-        }
-    }
-
-    fn report(&self, file: &str) {
-        let mut p = self.progress.borrow_mut();
-        if !p.2.iter().any(|f| f == file) {
-            p.2.push(file.to_string());
-            p.0 += self.sizes.get(file).copied().unwrap_or(0);
-            if let Some(f) = &self.on_progress {
-                let _ = f.call2(&JsValue::NULL, &JsValue::from_f64(p.0 as f64), &JsValue::from_f64(p.1 as f64));
-            }
+            progress,
         }
     }
 }
@@ -155,12 +198,10 @@ impl ShardFetch for HttpShards {
         if !have {
             // Drop the previous shard before fetching the next.
             *self.current.borrow_mut() = None;
-            let (data, cached) = fetch_file(&self.base, file, self.hashes.get(file).map(String::as_str)).await?;
-            if cached {
-                *self.from_cache.borrow_mut() += 1;
-            }
+            let hash = self.hashes.get(file).map(String::as_str);
+            let (data, cached) = fetch_file(self.cache.as_ref(), &self.base, file, hash).await?;
+            self.progress.report(&url_of(&self.base, file), self.sizes.get(file).copied().unwrap_or(0), cached);
             *self.current.borrow_mut() = Some((file.to_string(), data));
-            self.report(file);
         }
         let cur = self.current.borrow();
         let data = &cur.as_ref().ok_or_else(|| WeightError::Io { file: file.into(), reason: "shard vanished".into() })?.1;

@@ -1,11 +1,14 @@
-// Headless-Chromium test of the wasm package (run by .ci/run after `wasm-bindgen`):
-// serves web/pkg, this page and a converted tiny model on 127.0.0.1, loads the model
-// through the real fetch + Cache API path on WebGPU (SwiftShader), and checks that
-// the greedy answer equals the native runtime's, that a second load comes from the
-// cache, and that a browser without WebGPU gets a clear error.
+// Headless-Chromium test of the JS package (web/dist, built by web/build.sh), run by
+// .ci/run. It serves the package and tiny fixture models converted by `sphinx convert
+// --web` on 127.0.0.1, drives Debian's Chromium on WebGPU (SwiftShader) with
+// playwright-core, and checks the browser against the native runtime: the same greedy
+// tokens for text, image + task, chat and a loading-time mix; typed errors for a bad
+// image, a bad request, a full quota and a browser without WebGPU; a second load from
+// the Cache API; then the demo served by `sphinx serve-demo`, with an answer's box read
+// back from its canvas. A screenshot of the demo is saved.
 import { createServer } from "node:http";
 import { readFile } from "node:fs/promises";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { join, extname, resolve } from "node:path";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -13,17 +16,35 @@ import { chromium } from "playwright-core";
 
 const root = resolve(new URL("../..", import.meta.url).pathname);
 const sphinx = process.env.SPHINX_BIN;
-const modelDir = mkdtempSync(join(tmpdir(), "sphinx-web-model-"));
-const fixture = join(root, "tests/fixtures/models/tiny-llama-mp2");
-execFileSync(sphinx, ["convert", "--web", fixture, join(modelDir, "m")]);
+const outDir = process.env.CARGO_TARGET_DIR ?? join(root, "target");
+const fixtures = join(root, "tests/fixtures");
+const work = mkdtempSync(join(tmpdir(), "sphinx-web-test-"));
+const models = { text: "tiny-llama-mp2", vision: "tiny-sphinx", real: "tiny-mix-real", synthetic: "tiny-mix-synthetic" };
+for (const [name, dir] of Object.entries(models)) {
+  execFileSync(sphinx, ["convert", "--web", join(fixtures, "models", dir), join(work, name)], { stdio: "ignore" });
+}
+const native = (args) =>
+  execFileSync(sphinx, [...args, "--temperature", "0", "--device", "cpu"], { stdio: ["pipe", "pipe", "ignore"] }).toString();
+const image = join(fixtures, "images/caption1.jpg");
 const prompt = "What's in the image?";
-const native = execFileSync(sphinx, ["generate", "--model", fixture, "--prompt", prompt, "--temperature", "0", "--max-tokens", "16", "--device", "cpu"], { stdio: ["ignore", "pipe", "ignore"] }).toString().replace(/\n$/, "");
+const ground = { task: "ground", query: "the blue backpack" };
+const want = {
+  text: native(["generate", "--model", join(fixtures, "models", models.text), "--prompt", prompt, "--max-tokens", "16"]).replace(/\n$/, ""),
+  ground: JSON.parse(native(["generate", "--model", join(fixtures, "models", models.vision), "--image", image,
+    "--task", ground.task, "--query", ground.query, "--max-tokens", "12", "--json"])).text,
+  mix: native(["generate", "--model", join(fixtures, "models", models.real), "--mix-with", join(fixtures, "models", models.synthetic),
+    "--beta", "0.5", "--prompt", "Hello", "--max-tokens", "16"]).replace(/\n$/, ""),
+};
+// `sphinx chat` prints one answer per line.
+const chatTurns = ["Describe the image.", "What colour is it?"];
+want.chat = execFileSync(sphinx, ["chat", "--model", join(fixtures, "models", models.vision), "--image", image, "--temperature", "0",
+  "--max-tokens", "8", "--device", "cpu"], { input: chatTurns.join("\n") + "\n", stdio: ["pipe", "pipe", "ignore"] }).toString().split("\n").slice(0, 2);
 
-const types = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json" };
+const types = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json", ".jpg": "image/jpeg" };
 const server = createServer(async (req, res) => {
   const path = decodeURIComponent(new URL(req.url, "http://x").pathname);
-  const file = path.startsWith("/model/") ? join(modelDir, "m", path.slice(7))
-    : path.startsWith("/pkg/") ? join(root, "web", path) : join(root, "web/test", path);
+  const [, top, ...rest] = path.split("/");
+  const file = top === "models" ? join(work, ...rest) : top === "images" ? join(fixtures, "images", ...rest) : join(root, "web", top, ...rest);
   try {
     const body = await readFile(file);
     res.writeHead(200, { "content-type": types[extname(file)] ?? "application/octet-stream" });
@@ -34,38 +55,164 @@ const server = createServer(async (req, res) => {
   }
 });
 await new Promise((r) => server.listen(0, "127.0.0.1", r));
-const url = `http://127.0.0.1:${server.address().port}/page.html?max=16`;
+const origin = `http://127.0.0.1:${server.address().port}`;
 
 const common = ["--no-sandbox", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-gpu-sandbox"];
 const webgpu = ["--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=native"];
+const browser = (args) => chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "sphinx-chromium-")), { executablePath: "/usr/bin/chromium", headless: true, args: [...common, ...args] });
 let failures = 0;
 const check = (cond, what) => { console.log(`${cond ? "ok" : "FAIL"} - ${what}`); if (!cond) failures++; };
+const open = async (ctx, url) => {
+  const page = await ctx.newPage();
+  page.on("console", (m) => console.log("  [page]", m.text()));
+  page.on("pageerror", (e) => console.log("  [page error]", e.message));
+  await page.goto(url);
+  return page;
+};
+// Runs `fn(sphinx, ...args)` in the page; errors come back as { error: { name, kind, message } }.
+const inPage = (page, fn, ...args) => page.evaluate(async ([src, args]) => {
+  await new Promise((r) => { const t = () => (window.sphinxReady ? r() : setTimeout(t, 10)); t(); });
+  try {
+    return await (0, eval)(`(${src})`)(window.sphinx, ...args);
+  } catch (e) {
+    return { error: { name: e?.name, kind: e?.kind, message: String(e?.message ?? e) } };
+  }
+}, [fn.toString(), args]);
 
-const userDir = mkdtempSync(join(tmpdir(), "sphinx-chromium-"));
-let ctx = await chromium.launchPersistentContext(userDir, { executablePath: "/usr/bin/chromium", headless: true, args: [...common, ...webgpu] });
-let page = await ctx.newPage();
-page.on("console", (m) => console.log("  [page]", m.text()));
-await page.goto(url);
-const first = await page.evaluate(() => window.__sphinx);
-check(first.ok, `loads and answers on WebGPU (${first.error ?? ""})`);
-if (first.ok) {
-  check(first.text === native, `greedy answer equals native: ${JSON.stringify(first.text)} vs ${JSON.stringify(native)}`);
-  check(first.streamed === first.text, "streamed pieces add up to the answer");
-  const last = first.progress.at(-1) ?? [0, 1];
-  check(last[0] === last[1] && last[1] > 0, `progress reached ${last[0]} of ${last[1]} bytes`);
-  console.log(`time to load ${first.loadMs.toFixed(0)} ms, to first token ${first.firstTokenMs.toFixed(0)} ms`);
+let ctx = await browser(webgpu);
+let page = await open(ctx, `${origin}/test/page.html`);
+
+// 1. Text: the greedy answer streams and equals native; progress reaches the total.
+const text = await inPage(page, async (s, prompt) => {
+  const progress = [];
+  const t0 = performance.now();
+  const model = await s.Sphinx.load("/models/text", { onProgress: (p) => progress.push(p) });
+  const tLoad = performance.now();
+  let first = null, streamed = "", maxGap = 0, last = performance.now();
+  const timer = setInterval(() => { const now = performance.now(); maxGap = Math.max(maxGap, now - last); last = now; }, 10);
+  const r = await model.generate({ prompt, maxTokens: 16, temperature: 0 }, (t) => { first ??= performance.now(); streamed += t; });
+  clearInterval(timer);
+  const pieces = [];
+  const stream = model.stream({ prompt, maxTokens: 16, temperature: 0 });
+  for await (const p of stream) pieces.push(p);
+  const again = await stream.result;
+  await model.dispose();
+  return { text: r.text, streamed, iterated: pieces.join(""), again: again.text, progress, info: model.info, loadMs: tLoad - t0, firstTokenMs: first - tLoad, maxGap };
+}, prompt);
+check(!text.error, `text model loads and answers in a worker ${JSON.stringify(text.error ?? "")}`);
+if (!text.error) {
+  check(text.text === want.text, `greedy answer equals native: ${JSON.stringify(text.text)} vs ${JSON.stringify(want.text)}`);
+  check(text.streamed === text.text, "onToken pieces add up to the answer");
+  check(text.iterated === text.text && text.again === text.text, "the async iterator yields the same answer");
+  const last = text.progress.at(-1);
+  check(last && last.doneBytes === last.totalBytes && last.totalBytes > 0, `progress reached ${last?.doneBytes} of ${last?.totalBytes} bytes`);
+  console.log(`text model: load ${text.loadMs.toFixed(0)} ms, first token ${text.firstTokenMs.toFixed(0)} ms, longest main-thread gap while generating ${text.maxGap.toFixed(0)} ms`);
 }
-await page.goto(url);
-const second = await page.evaluate(() => window.__sphinx);
-check(second.ok && second.fromCache > 0, `second load comes from the Cache API (${second.fromCache} shards)`);
-await page.screenshot({ path: join(process.env.CARGO_TARGET_DIR ?? join(root, "target"), "browser-test.png") });
+
+// 2. Image + task, chat with the image kept, bad input that the instance survives.
+const vision = await inPage(page, async (s, ground, chatTurns) => {
+  const model = await s.Sphinx.load("/models/vision");
+  const image = await (await fetch("/images/caption1.jpg")).arrayBuffer();
+  const t0 = performance.now();
+  const r = await model.generate({ ...ground, image, maxTokens: 12, temperature: 0 });
+  const ms = performance.now() - t0;
+  const chat = [];
+  chat.push((await model.chat({ prompt: chatTurns[0], image, maxTokens: 8, temperature: 0 })).text);
+  chat.push((await model.chat({ prompt: chatTurns[1], maxTokens: 8, temperature: 0 })).text);
+  const errors = {};
+  for (const [name, req] of [["image", { prompt: "hi", image: new Uint8Array([0xff, 0xd8, 0xff, 0, 1, 2]) }], ["task", { task: "teleport" }], ["region", { task: "keypoints" }]]) {
+    errors[name] = await model.generate({ ...req, maxTokens: 2 }).then(() => null, (e) => ({ name: e.name, kind: e.kind, message: e.message }));
+  }
+  const after = await model.generate({ ...ground, image, maxTokens: 12, temperature: 0 });
+  return { text: r.text, drawing: r.drawing, info: model.info, ms, chat, errors, after: after.text };
+}, ground, chatTurns);
+check(!vision.error, `multimodal model answers a grounding task about an image ${JSON.stringify(vision.error ?? "")}`);
+if (!vision.error) {
+  check(vision.text === want.ground, `image + task greedy answer equals native: ${JSON.stringify(vision.text)} vs ${JSON.stringify(want.ground)}`);
+  check(JSON.stringify(vision.chat) === JSON.stringify(want.chat), `two chat turns about the image equal native \`sphinx chat\`: ${JSON.stringify(vision.chat)} vs ${JSON.stringify(want.chat)}`);
+  check(vision.errors.image?.kind === "image" && vision.errors.image.name === "SphinxError", `a corrupt image is a SphinxError of kind image: ${vision.errors.image?.message}`);
+  check(vision.errors.task?.kind === "input" && /unknown task 'teleport'/.test(vision.errors.task.message), `an unknown task is an input error: ${vision.errors.task?.message}`);
+  check(vision.errors.region?.kind === "input" && /needs a region/.test(vision.errors.region.message), `a task without its region is an input error: ${vision.errors.region?.message}`);
+  check(vision.after === vision.text, "the instance still answers after those errors");
+  console.log(`multimodal model: ${vision.info.imageTokens} image tokens, image + 12 tokens in ${vision.ms.toFixed(0)} ms`);
+}
+
+// 3. Weight mixing while loading, in the browser.
+const mix = await inPage(page, async (s) => {
+  const model = await s.Sphinx.load("/models/real", { mix: { with: "/models/synthetic", beta: 0.5 } });
+  return (await model.generate({ prompt: "Hello", maxTokens: 16, temperature: 0 })).text;
+});
+check(typeof mix === "string" && mix === want.mix, `mixed while loading (β = 0.5) equals native --mix-with: ${JSON.stringify(mix)} vs ${JSON.stringify(want.mix)}`);
+
+// 4. A second load comes from the Cache API.
+await page.reload();
+const cached = await inPage(page, async (s) => (await s.Sphinx.load("/models/text")).info);
+check(!cached.error && cached.shardsFromCache === cached.shards && cached.shards > 0, `second load comes from the Cache API (${cached.shardsFromCache} of ${cached.shards} shards)`);
 await ctx.close();
 
-ctx = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "sphinx-chromium-")), { executablePath: "/usr/bin/chromium", headless: true, args: [...common, "--disable-gpu", "--disable-features=WebGPU"] });
+// 5. A storage quota too small for the weights: a clear error before downloading; cache: false still loads.
+ctx = await browser(webgpu);
 page = await ctx.newPage();
-await page.goto(url);
-const none = await page.evaluate(() => window.__sphinx);
-check(!none.ok && /WebGPU is not available/.test(none.error ?? ""), `no WebGPU gives a clear error: ${none.error}`);
+await page.addInitScript(() => { navigator.storage.estimate = async () => ({ usage: 0, quota: 1024 }); });
+await page.goto(`${origin}/test/page.html`);
+const quota = await inPage(page, async (s) => {
+  const err = await s.Sphinx.load("/models/text", { worker: false }).then(() => null, (e) => ({ kind: e.kind, message: e.message }));
+  const noCache = await s.Sphinx.load("/models/text", { worker: false, cache: false });
+  return { err, ok: (await noCache.generate({ prompt: "Hi", maxTokens: 2, temperature: 0 })).generatedTokens };
+});
+check(quota.err?.kind === "quota" && /not enough browser storage/.test(quota.err.message), `a full quota is a quota error: ${quota.err?.message ?? JSON.stringify(quota)}`);
+check(quota.ok > 0, "with { cache: false } the model loads anyway (in the page, without a worker)");
 await ctx.close();
+
+// 6. No WebGPU: a clear error.
+ctx = await browser(["--disable-gpu", "--disable-features=WebGPU"]);
+page = await open(ctx, `${origin}/test/page.html`);
+const none = await inPage(page, async (s) => s.Sphinx.load("/models/text").then(() => null, (e) => ({ kind: e.kind, message: e.message })));
+check(none?.kind === "webgpu-unavailable" && /WebGPU is not available/.test(none.message), `no WebGPU gives a clear error: ${none?.message}`);
+await ctx.close();
+
+// 7. The demo, served by `sphinx serve-demo` with its default model.
+const demo = spawn(sphinx, ["serve-demo", "--port", "0"], { stdio: ["ignore", "pipe", "inherit"] });
+const demoUrl = await new Promise((res, rej) => {
+  demo.stdout.on("data", (d) => { const m = /http:\/\/127\.0\.0\.1:\d+\/demo\//.exec(d.toString()); if (m) res(m[0]); });
+  demo.on("exit", (c) => rej(new Error(`serve-demo exited with ${c}`)));
+});
+ctx = await browser(webgpu);
+page = await open(ctx, demoUrl);
+await page.waitForFunction(() => ["ready", "error"].includes(document.body.dataset.state), null, { timeout: 120000 });
+check(await page.evaluate(() => document.body.dataset.state) === "ready", `the demo loads its default model: ${await page.textContent("#status")} ${await page.textContent("#error")}`);
+await page.setInputFiles("#file", image);
+await page.waitForFunction(() => document.body.dataset.image);
+await page.selectOption("#task", "ground");
+await page.fill("#query", ground.query);
+await page.fill("#max-tokens", "12");
+await page.fill("#temperature", "0");
+await page.click("#ask");
+await page.waitForFunction(() => ["done", "error"].includes(document.body.dataset.state), null, { timeout: 120000 });
+const demoAnswer = await page.textContent("#answer");
+check(demoAnswer === want.ground, `the demo streams the same answer as native: ${JSON.stringify(demoAnswer)}`);
+// The tiny model's weights are random, so its answers carry no box: draw a grounding
+// answer through the demo's "draw an answer" path (the core's parser and drawing).
+await page.click("summary");
+await page.fill("#answer-text", "<p>the blue backpack</p>[0.30,0.35,0.62,0.80]");
+await page.click("#draw");
+await page.waitForFunction(() => document.body.dataset.state === "drawn");
+const drawn = await page.evaluate(() => {
+  const canvas = document.getElementById("canvas");
+  const [w] = document.body.dataset.image.split("x").map(Number);
+  const scale = canvas.width / w;
+  const rect = window.demoResult.drawing.find((c) => c.kind === "rect");
+  const ctx = canvas.getContext("2d");
+  const px = (x, y) => Array.from(ctx.getImageData(Math.round(x), Math.round(y), 1, 1).data.slice(0, 3));
+  const midY = ((rect.y1 + rect.y2) / 2) * scale;
+  return { rect, color: rect.color, edge: px(rect.x1 * scale, midY), inside: px(((rect.x1 + rect.x2) / 2) * scale, midY) };
+});
+const near = (a, b) => a.every((v, i) => Math.abs(v - b[i]) <= 40);
+check(near(drawn.edge, drawn.color) && !near(drawn.inside, drawn.color), `the box is drawn on the canvas: edge pixel ${drawn.edge} ≈ ${drawn.color}, inside ${drawn.inside}`);
+const shot = join(outDir, "browser-demo.png");
+await page.screenshot({ path: shot, fullPage: true });
+console.log(`screenshot: ${shot}`);
+await ctx.close();
+demo.kill();
 server.close();
 process.exit(failures ? 1 : 0);

@@ -50,7 +50,9 @@ impl GenerationOptions {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
 pub enum StopReason {
     /// The model ended its turn (`\n###` or EOS).
     EndOfTurn,

@@ -31,6 +31,7 @@ pub const COCO_SKELETON: [[usize; 2]; 19] = [
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct BoxCoords {
     /// [x1, y1, x2, y2] in [0, 1] of the padded square.
     pub normalized: [f64; 4],
@@ -39,6 +40,7 @@ pub struct BoxCoords {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct PointCoords {
     pub normalized: [f64; 2],
     pub pixels: Option<[f64; 2]>,
@@ -48,6 +50,7 @@ pub struct PointCoords {
 
 /// One bracket list of the answer, with its label if it had one.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Entity {
     pub label: Option<String>,
     pub color: &'static str,
@@ -58,6 +61,7 @@ pub struct Entity {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Answer {
     pub text: String,
     /// Labelled lists first, then bare lists, each in text order.

@@ -12,6 +12,7 @@ use crate::preprocess::RgbImage;
 
 /// One drawing primitive, in pixels of the original image.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DrawCommand {
     Rect { x1: f64, y1: f64, x2: f64, y2: f64, color: [u8; 3], width: u32 },
