@@ -27,7 +27,7 @@ export type TokenStream = AsyncIterableIterator<string> & { result: Promise<AskR
 
 export class Sphinx {
   private constructor();
-  /** Loads a `sphinx convert --web` directory (its base URL). */
+  /** Loads a `sphinx convert --web` directory: its base URL or the URL of its manifest.json. */
   static load(url: string | URL, settings?: LoadSettings): Promise<Sphinx>;
   readonly info: ModelInfo;
   /** One question, optionally about an image. `onToken` receives each new piece of text. */

@@ -99,7 +99,9 @@ async function imageBytes(image) {
   throw new SphinxError("input", "image must be a Uint8Array, ArrayBuffer, Blob or URL");
 }
 
-const absolute = (url) => new URL(String(url), globalThis.location?.href ?? undefined).href.replace(/\/$/, "");
+/** The model's base URL, from itself or from its manifest's URL. */
+const absolute = (url) =>
+  new URL(String(url), globalThis.location?.href ?? undefined).href.replace(/\/manifest\.json$/, "").replace(/\/$/, "");
 
 async function splitRequest(request) {
   const { image, ...options } = request ?? {};
@@ -116,7 +118,7 @@ export class Sphinx {
   }
 
   /**
-   * Loads a `sphinx convert --web` directory. Checks WebGPU, the adapter's limits and
+   * Loads a `sphinx convert --web` directory (its URL, or its manifest.json's). Checks WebGPU, the adapter's limits and
    * the storage quota before downloading; shards are verified and cached.
    */
   static async load(url, { onProgress, worker = true, wasmUrl, ...options } = {}) {

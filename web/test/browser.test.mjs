@@ -43,6 +43,13 @@ want.chat = execFileSync(sphinx, ["chat", "--model", join(fixtures, "models", mo
 const types = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json", ".jpg": "image/jpeg" };
 const server = createServer(async (req, res) => {
   const path = decodeURIComponent(new URL(req.url, "http://x").pathname);
+  if (path === "/models/huge/manifest.json") {
+    // The text model's manifest, claiming it needs 1 TiB buffers.
+    const m = JSON.parse(await readFile(join(work, "text/manifest.json"), "utf8"));
+    m.requirements.max_storage_buffer_binding_size = m.requirements.max_buffer_size = 2 ** 40;
+    res.writeHead(200, { "content-type": "application/json" });
+    return res.end(JSON.stringify(m));
+  }
   const [, top, ...rest] = path.split("/");
   const file = top === "models" ? join(work, ...rest) : top === "images" ? join(fixtures, "images", ...rest) : join(root, "web", top, ...rest);
   try {
@@ -144,9 +151,15 @@ const mix = await inPage(page, async (s) => {
 });
 check(typeof mix === "string" && mix === want.mix, `mixed while loading (β = 0.5) equals native --mix-with: ${JSON.stringify(mix)} vs ${JSON.stringify(want.mix)}`);
 
-// 4. A second load comes from the Cache API.
+// 4. Limits too small: refused before any shard is downloaded. A second load (given
+// as the manifest's URL) comes from the Cache API.
+const requested = [];
+page.on("request", (r) => requested.push(new URL(r.url()).pathname));
+const limits = await inPage(page, async (s) => s.Sphinx.load("/models/huge").then(() => null, (e) => ({ kind: e.kind, message: e.message })));
+check(limits?.kind === "limits" && /limits are too small/.test(limits.message) && !requested.some((p) => p.startsWith("/models/huge/shard")),
+  `a GPU whose limits are too small is refused before downloading: ${limits?.message}`);
 await page.reload();
-const cached = await inPage(page, async (s) => (await s.Sphinx.load("/models/text")).info);
+const cached = await inPage(page, async (s) => (await s.Sphinx.load("/models/text/manifest.json")).info);
 check(!cached.error && cached.shardsFromCache === cached.shards && cached.shards > 0, `second load comes from the Cache API (${cached.shardsFromCache} of ${cached.shards} shards)`);
 await ctx.close();
 
