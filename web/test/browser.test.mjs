@@ -5,7 +5,8 @@
 // tokens for text, image + task, chat and a loading-time mix; typed errors for a bad
 // image, a bad request, a full quota and a browser without WebGPU; a second load from
 // the Cache API; then the demo served by `sphinx serve-demo`, with an answer's box read
-// back from its canvas. A screenshot of the demo is saved.
+// back from its canvas; and the package bundled into an app by Vite. A screenshot of
+// the demo is saved.
 import { createServer } from "node:http";
 import { readFile } from "node:fs/promises";
 import { execFileSync, spawn } from "node:child_process";
@@ -51,7 +52,8 @@ const server = createServer(async (req, res) => {
     return res.end(JSON.stringify(m));
   }
   const [, top, ...rest] = path.split("/");
-  const file = top === "models" ? join(work, ...rest) : top === "images" ? join(fixtures, "images", ...rest) : join(root, "web", top, ...rest);
+  const file = top === "models" ? join(work, ...rest) : top === "images" ? join(fixtures, "images", ...rest)
+    : top === "vite" ? join(root, "web/test/vite-app/dist", ...rest) : join(root, "web", top, ...rest);
   try {
     const body = await readFile(file);
     res.writeHead(200, { "content-type": types[extname(file)] ?? "application/octet-stream" });
@@ -161,6 +163,14 @@ check(limits?.kind === "limits" && /limits are too small/.test(limits.message) &
 await page.reload();
 const cached = await inPage(page, async (s) => (await s.Sphinx.load("/models/text/manifest.json")).info);
 check(!cached.error && cached.shardsFromCache === cached.shards && cached.shards > 0, `second load comes from the Cache API (${cached.shardsFromCache} of ${cached.shards} shards)`);
+
+// The package bundled by Vite (vite-app, built by `npm test` / .ci/run) works the same.
+await page.goto(`${origin}/vite/index.html`);
+const bundled = await page.evaluate(async (prompt) => {
+  await new Promise((r) => { const t = () => (window.appReady ? r() : setTimeout(t, 10)); t(); });
+  return window.answer("/models/text", prompt).catch((e) => `error: ${e.message}`);
+}, prompt);
+check(bundled === want.text, `a Vite-bundled app gives the same answer: ${JSON.stringify(bundled)}`);
 await ctx.close();
 
 // 5. A storage quota too small for the weights: a clear error before downloading; cache: false still loads.
