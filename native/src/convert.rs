@@ -74,6 +74,12 @@ pub fn convert_web(model: &Path, output: &Path) -> Result<()> {
         }
         finish(current.take(), &mut shards)?;
         std::fs::write(partial.join("tokenizer.model"), &tokenizer)?;
+        // A model's example image (the demo opens it) travels with it.
+        for example in ["example.png", "example.jpg"] {
+            if model.join(example).is_file() {
+                std::fs::copy(model.join(example), partial.join(example))?;
+            }
+        }
         let manifest = WebManifest {
             format: MANIFEST_FORMAT.into(),
             config_json,

@@ -1,4 +1,4 @@
-//! The `sphinx` binary end to end on the default (repository) model.
+//! The `sphinx` binary end to end, on the repository's models.
 
 use std::process::Command;
 
@@ -9,10 +9,11 @@ fn sphinx(args: &[&str]) -> std::process::Output {
 #[test]
 fn generate_streams_the_reference_greedy_answer() {
     // fixtures/reference/tiny-llama-mp2.* hold the PyTorch greedy continuation of exactly
-    // this chat prompt on the default model; its decoded text is what must be printed.
-    let out = sphinx(&["generate", "--prompt", "What's in the image?", "--temperature", "0", "--max-tokens", "33", "--device", "cpu"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // this chat prompt; its decoded text is what must be printed.
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
+    let model = format!("{fixtures}/models/tiny-llama-mp2");
+    let out = sphinx(&["generate", "--model", &model, "--prompt", "What's in the image?", "--temperature", "0", "--max-tokens", "33", "--device", "cpu"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let tok = std::fs::read(format!("{fixtures}/tokenizer/llama2-tokenizer.model")).unwrap();
     let tok = sphinx_core::tokenizer::Tokenizer::from_model_bytes(&tok).unwrap();
     let refs = std::fs::read(format!("{fixtures}/reference/tiny-llama-mp2.safetensors")).unwrap();
@@ -26,7 +27,8 @@ fn generate_streams_the_reference_greedy_answer() {
 
 #[test]
 fn info_describes_the_model() {
-    let out = sphinx(&["info"]);
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/models/tiny-llama-mp2");
+    let out = sphinx(&["info", "--model", model]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("llama_type   llama"), "{text}");
@@ -99,7 +101,8 @@ fn generate_about_an_image_matches_the_reference() {
     assert!(tok.decode(&ids).starts_with(&stdout) && !stdout.is_empty(), "{stdout:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("[image: 1455 tokens"));
 
-    let text_only = sphinx(&["generate", "--image", &image, "--prompt", "hi", "--device", "cpu"]);
+    let text_model = format!("{fixtures}/models/tiny-llama-mp2");
+    let text_only = sphinx(&["generate", "--model", &text_model, "--image", &image, "--prompt", "hi", "--device", "cpu"]);
     assert_eq!(text_only.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&text_only.stderr).contains("text-only model"));
 }
@@ -298,3 +301,4 @@ fn convert_for_the_web_and_load_it_back() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("SHA-256 does not match the manifest"));
     let _ = std::fs::remove_dir_all(&out);
 }
+

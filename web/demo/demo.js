@@ -65,6 +65,7 @@ async function load() {
   $("task").replaceChildren(...tasks.map((t) => new Option(`${t.name} — ${t.description.replace(/ ?\(--(\w+)\)/, " ($1)")}`, t.name)));
   $("task").value = tasks.some((t) => t.name === "ground") ? "ground" : tasks[0].name;
   $("ask").disabled = $("draw").disabled = false;
+  if (!image && i.multimodal) await loadExample(url);
   await showCacheInfo();
   setState("ready");
 }
@@ -81,6 +82,14 @@ async function setImage(file) {
     document.body.dataset.image = `${bitmap.width}x${bitmap.height}`;
   } catch (e) {
     showError(new Error(`cannot read that image: ${e.message ?? e}`));
+  }
+}
+
+/** The model's example image (`example.png` next to its manifest), if it has one. */
+async function loadExample(url) {
+  for (const name of ["example.png", "example.jpg"]) {
+    const r = await fetch(`${url.href.replace(/\/$/, "")}/${name}`).catch(() => null);
+    if (r?.ok) return setImage(await r.blob());
   }
 }
 

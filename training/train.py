@@ -1,0 +1,331 @@
+"""Trains SPHINX-Micro, mixes it with `sphinx mix`, and writes the held-out evaluation
+set the runtime's tests score. One command, from the repository root:
+
+    python training/train.py          # ≈ 60 min on a 2-core CPU (see --help for the knobs)
+
+Recipe (the paper's weight mixing, at micro scale):
+ 1. base: every weight trained (encoders included) on both domains of `shapes.py`;
+ 2. two fine-tunes of the base, encoders frozen (as SPHINX keeps its encoders frozen):
+    one on the "real" domain, one on the "synthetic" domain;
+ 3. `sphinx mix --beta 0.5` (and a second β) of the two fine-tunes;
+ 4. every model scored in PyTorch on 200 held-out images per domain (README table);
+    the β = 0.5 mix is shipped as `models/sphinx-micro` with its PyTorch greedy answers
+    for `tests/fixtures/micro-eval`.
+"""
+import argparse
+import io
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import sentencepiece as spm
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file
+
+import shapes
+from micro_model import ARGS, HERE, TOKENIZER, Transformer, build_encoders, encode, image_tensor, init_llm_and_glue, llm_hidden, save
+
+ROOT = os.path.abspath(os.path.join(HERE, ".."))
+sp = spm.SentencePieceProcessor(model_file=TOKENIZER)
+SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
+          "The assistant gives helpful, detailed, and polite answers to the human's questions.")
+STOPS = ([29871, 13, 2277, 29937], [13, 2277, 29937], [2])  # spec §5.3
+TRAIN_SEED = 10_000_000
+EVAL_SEED = {"real": 0, "synthetic": 1_000_000}
+
+
+def prompt_text(instruction, answer=None):
+    p = SYSTEM + "\n\n###" + f" Human: {instruction}\n###" + " Assistant:"
+    return p if answer is None else p + f" {answer}\n###"
+
+
+def prompt_ids(instruction):
+    return [sp.bos_id()] + sp.encode(prompt_text(instruction))
+
+
+def photo_jpeg(img, quality):
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def conversation(seed, domain, rng, max_turns):
+    """A multi-turn conversation about one image (as SPHINX's training data has): up to
+    `max_turns` of its questions in random order. Returns the image tensor, the ids and
+    the [start, end) spans of the answers (each with its "\n###")."""
+    img, items = shapes.all_items(seed, domain)
+    if domain == "real":
+        img = photo_jpeg(img, int(rng.integers(80, 96)))
+    # Every box question of the image, then others, up to max_turns, in random order.
+    ground = [it for it in items if it[0] == "ground"]
+    others = [items[i] for i in rng.permutation(len(items)) if items[i][0] != "ground"]
+    turns = (ground + others)[:max_turns]
+    turns = [turns[i] for i in rng.permutation(len(turns))]
+    text, spans, full = SYSTEM + "\n\n###", [], None
+    for _, instruction, answer, _ in turns:
+        text += f" Human: {instruction}\n###" + " Assistant:"
+        start = len([sp.bos_id()] + sp.encode(text))
+        text += f" {answer}\n###"
+        spans.append((start, len([sp.bos_id()] + sp.encode(text))))
+    full = [sp.bos_id()] + sp.encode(text)
+    for start, end in spans:
+        assert full[end - 3:end] == STOPS[1], text
+    return image_tensor(img), full, spans
+
+
+def batch(step, size, domains, rng, max_turns):
+    xs, seqs = [], []
+    for b in range(size):
+        domain = domains[int(rng.integers(len(domains)))]
+        x, full, spans = conversation(TRAIN_SEED + step * size + b, domain, rng, max_turns)
+        xs.append(x)
+        seqs.append((spans, full))
+    return torch.stack(xs), seqs
+
+
+def loss_of(enc, w, x, seqs):
+    block = encode(enc, w, x)                      # [B, T, D]
+    T = block.shape[1]
+    L = max(len(f) for _, f in seqs)
+    ids = torch.zeros(len(seqs), L, dtype=torch.long)
+    for i, (_, f) in enumerate(seqs):
+        ids[i, :len(f)] = torch.tensor(f)
+    emb = w["tok_embeddings.weight"][ids]
+    h = torch.cat([emb[:, :1], block, emb[:, 1:]], dim=1)
+    hidden = llm_hidden(w, h)
+    # Answer token j (j ≥ prompt length) is predicted at the position of token j − 1,
+    # which sits after the image block: (j − 1) + T.
+    rows, pos, tgt = [], [], []
+    for i, (spans, f) in enumerate(seqs):
+        for start, end in spans:
+            for j in range(start, end):
+                rows.append(i)
+                pos.append(j - 1 + T)
+                tgt.append(f[j])
+    logits = hidden[rows, pos] @ w["output.weight"].T
+    return F.cross_entropy(logits, torch.tensor(tgt))
+
+
+def train(enc, w, domains, steps, lr, batch_size, train_encoders, seed, label, max_turns):
+    params = list(w.values())
+    if train_encoders:
+        params += [p for m in enc[:5] for p in m.parameters()] + [enc[5]]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    rng = np.random.default_rng(seed)
+    warm = min(200, steps // 10)
+    t0, avg = time.time(), None
+    for step in range(steps):
+        f = (step + 1) / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+        for g in opt.param_groups:
+            g["lr"] = lr * max(f, 0.05)
+        x, seqs = batch(seed * 1_000_000 + step, batch_size, domains, rng, max_turns)
+        loss = loss_of(enc, w, x, seqs)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
+        if step % 50 == 0 or step == steps - 1:
+            print(f"[{label}] step {step}/{steps} loss {avg:.3f} ({time.time() - t0:.0f} s)", flush=True)
+    for p in params:
+        p.requires_grad_(False)
+    return w
+
+
+def round_bf16_(tensors):
+    with torch.no_grad():
+        for t in tensors:
+            t.copy_(t.to(torch.bfloat16).float())
+
+
+# ---- evaluation ------------------------------------------------------------------------
+
+def greedy(block, w, ids, max_new=48):
+    """llama_ens.py forward_inference + MetaModel.generate, greedy, with the runtime's stops.
+    block: the image block [1, T, D] from `encode`."""
+    with torch.no_grad():
+        model = Transformer(ARGS, w)
+        emb = w["tok_embeddings.weight"][torch.tensor([ids])]
+        h = torch.cat([emb[:, :1], block, emb[:, 1:]], dim=1)
+        logits, pos, out = model.forward_embeds(h, 0)[0], h.shape[1], []
+        for _ in range(max_new):
+            out.append(int(logits.argmax()))
+            stop = next((s for s in STOPS if out[-len(s):] == s), None)
+            if stop:
+                return sp.decode(out[:-len(stop)])
+            logits = model.forward_inference(torch.tensor([[out[-1]]]), pos)[0]
+            pos += 1
+        return sp.decode(out)
+
+
+BOX = re.compile(r"\[([\d.]+),\s*([\d.]+),\s*([\d.]+),\s*([\d.]+)\]")
+
+
+def iou(a, b):
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def score(kind, answer, truth, extra):
+    if kind == "vqa":
+        return float(answer.strip().lower() == truth.lower())
+    if kind == "ground":
+        m = BOX.search(answer)
+        return float(m is not None and iou([float(v) for v in m.groups()], extra["box"]) >= 0.5)
+    return float(answer.strip() == truth)
+
+
+def eval_set(n):
+    """Held-out images (as the files the tests read) and their questions, per domain."""
+    out = {}
+    for domain in ("real", "synthetic"):
+        rows = []
+        for i in range(n):
+            img, items = shapes.items(EVAL_SEED[domain] + i, domain)
+            if domain == "real":
+                buf = io.BytesIO()
+                img.save(buf, "JPEG", quality=90)
+                data, ext = buf.getvalue(), "jpg"
+            else:
+                buf = io.BytesIO()
+                img.save(buf, "PNG", optimize=True)
+                data, ext = buf.getvalue(), "png"
+            decoded = Image.open(io.BytesIO(data)).convert("RGB")
+            rows.append((f"{domain}/{i:04d}.{ext}", data, image_tensor(decoded), items))
+        out[domain] = rows
+    return out
+
+
+def evaluate(enc, w, evals, captions=20, keep=False):
+    table, answers = {}, []
+    for domain, rows in evals.items():
+        acc = {"vqa": [], "ground": [], "caption": []}
+        for i, (file, _, x, items) in enumerate(rows):
+            with torch.no_grad():
+                block = encode(enc, w, x[None])
+            for kind, instruction, truth, extra in items:
+                if kind == "caption" and i >= captions:
+                    continue
+                a = greedy(block, w, prompt_ids(instruction))
+                acc[kind].append(score(kind, a, truth, extra))
+                if keep:
+                    answers.append({"image": file, "domain": domain, "kind": kind, "instruction": instruction,
+                                    "query": extra.get("expression") or (instruction.split("\n")[0] if kind == "vqa" else None),
+                                    "truth": truth, "box": extra.get("box"), "torch_answer": a})
+        table[domain] = {k: sum(v) / len(v) for k, v in acc.items() if v}
+    return table, answers
+
+
+def load_llm(path):
+    """LLM + fusion weights of a checkpoint (.pth from here or safetensors from `sphinx mix`)."""
+    if path.endswith(".safetensors"):
+        sd = load_file(path)
+    else:
+        sd = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    return {k[5:]: v.float() for k, v in sd.items()
+            if not any(k.startswith("llma." + p) for p in ("clip.", "openclip_convnext_xxl.", "dinov2_vitg14.", "qformer."))}
+
+
+EXAMPLE_SEED = 5_000_000
+
+
+def write_example(model_dir):
+    """The bundled example (README's command, the demo's first image): a held-out
+    photo-like scene with three shapes, a red circle among them."""
+    seed = EXAMPLE_SEED
+    while True:
+        img, objects = shapes.scene(seed, "real")
+        if len(objects) == 3 and any(o["shape"] == "circle" and o["colour"] == "red" for o in objects):
+            break
+        seed += 1
+    img.save(os.path.join(model_dir, "example.png"))
+    w, h = img.size
+    truth = [{**o, "box": list(o["box"]), "normalized": shapes.padded_box(o["box"], w, h)} for o in objects]
+    with open(os.path.join(model_dir, "example.json"), "w") as f:
+        json.dump({"seed": seed, "domain": "real", "size": [w, h], "objects": truth}, f, indent=1)
+    return seed, objects
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base-steps", type=int, default=2400, help="the base: both domains, every weight trained")
+    ap.add_argument("--tune-steps", type=int, default=300, help="each domain's fine-tune, encoders frozen")
+    ap.add_argument("--max-turns", type=int, default=5, help="questions per training conversation")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--eval-images", type=int, default=200)
+    ap.add_argument("--work", default=os.path.join(ROOT, "target", "sphinx-micro"))
+    ap.add_argument("--sphinx", default=os.path.join(ROOT, "target", "release", "sphinx"), help="the sphinx binary (for `sphinx mix`)")
+    ap.add_argument("--other-beta", type=float, default=0.7)
+    args = ap.parse_args()
+    torch.set_num_threads(os.cpu_count())
+    t_start = time.time()
+    os.makedirs(args.work, exist_ok=True)
+
+    enc = build_encoders(seed=1)
+    w = init_llm_and_glue(seed=2)
+    train(enc, w, ["real", "synthetic"], args.base_steps, 1e-3, args.batch, True, 3, "base", args.max_turns)
+    round_bf16_([p for m in enc[:5] for p in m.parameters()] + [enc[5]] + list(w.values()))
+    for m in enc[:5]:
+        m.eval()
+    save(enc, w, os.path.join(args.work, "base"))
+    t_base = time.time() - t_start
+    base_w = {k: v.clone() for k, v in w.items()}
+    for domain, seed in (("real", 4), ("synthetic", 5)):
+        tuned = train(enc, {k: v.clone() for k, v in base_w.items()}, [domain], args.tune_steps, 3e-4, args.batch, False, seed, domain,
+                      args.max_turns)
+        round_bf16_(tuned.values())
+        save(enc, tuned, os.path.join(args.work, domain))
+    t_train = time.time() - t_start
+    for beta in (0.5, args.other_beta):
+        out = os.path.join(args.work, f"mixed-{beta}")
+        shutil.rmtree(out, ignore_errors=True)
+        subprocess.run([args.sphinx, "mix", "--real", os.path.join(args.work, "real"), "--synthetic",
+                        os.path.join(args.work, "synthetic"), "--beta", str(beta), "-o", out], check=True)
+
+    evals = eval_set(args.eval_images)
+    results = {}
+    models = {"base": "base/consolidated.00-of-01.model.pth", "real-tuned": "real/consolidated.00-of-01.model.pth",
+              "synthetic-tuned": "synthetic/consolidated.00-of-01.model.pth", "mixed β=0.5": "mixed-0.5/model.safetensors",
+              f"mixed β={args.other_beta}": f"mixed-{args.other_beta}/model.safetensors"}
+    for name, rel in models.items():
+        shipped = name == "mixed β=0.5"
+        results[name], answers = evaluate(enc, load_llm(os.path.join(args.work, rel)), evals, keep=shipped)
+        print(name, json.dumps(results[name]), flush=True)
+        if shipped:
+            shipped_answers = answers
+
+    # Ship the β = 0.5 mix and the held-out set the runtime's tests score.
+    model_dir = os.path.join(ROOT, "models", "sphinx-micro")
+    shutil.rmtree(model_dir, ignore_errors=True)
+    shutil.copytree(os.path.join(args.work, "mixed-0.5"), model_dir)
+    write_example(model_dir)
+    fix = os.path.join(ROOT, "tests", "fixtures", "micro-eval")
+    shutil.rmtree(fix, ignore_errors=True)
+    for domain, rows in evals.items():
+        os.makedirs(os.path.join(fix, domain))
+        for file, data, _, _ in rows:
+            with open(os.path.join(fix, file), "wb") as f:
+                f.write(data)
+    with open(os.path.join(fix, "items.json"), "w") as f:
+        json.dump({"model": "models/sphinx-micro", "items": shipped_answers}, f, indent=1)
+    summary = {"results": results, "train_seconds": t_train, "base_seconds": t_base, "total_seconds": time.time() - t_start,
+               "args": vars(args), "torch": torch.__version__}
+    with open(os.path.join(HERE, "results.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
