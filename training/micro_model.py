@@ -152,24 +152,13 @@ def load_encoders(sd):
     conv.load_state_dict(strip("openclip_convnext_xxl."))
     bvis.load_state_dict(strip("qformer.vision_model."))
     bqf.load_state_dict(strip("qformer.qformer."))
-    d, dim = strip("dinov2_vitg14."), VISION["dinov2"]["dim"]
-    hf = {"embeddings.cls_token": d["cls_token"], "embeddings.position_embeddings": d["pos_embed"],
-          "embeddings.mask_token": d["mask_token"],
-          "embeddings.patch_embeddings.projection.weight": d["patch_embed.proj.weight"],
-          "embeddings.patch_embeddings.projection.bias": d["patch_embed.proj.bias"],
-          "layernorm.weight": d["norm.weight"], "layernorm.bias": d["norm.bias"]}
-    for i in range(VISION["dinov2"]["layers"]):
-        p, q = f"encoder.layer.{i}.", f"blocks.{i}."
-        a = p + "attention.attention."
-        for j, n in enumerate(("query", "key", "value")):
-            hf[a + n + ".weight"] = d[q + "attn.qkv.weight"][j * dim:(j + 1) * dim]
-            hf[a + n + ".bias"] = d[q + "attn.qkv.bias"][j * dim:(j + 1) * dim]
-        hf[p + "attention.output.dense.weight"], hf[p + "attention.output.dense.bias"] = d[q + "attn.proj.weight"], d[q + "attn.proj.bias"]
-        for n in ("norm1", "norm2"):
-            hf[p + n + ".weight"], hf[p + n + ".bias"] = d[q + n + ".weight"], d[q + n + ".bias"]
-        hf[p + "layer_scale1.lambda1"], hf[p + "layer_scale2.lambda1"] = d[q + "ls1.gamma"], d[q + "ls2.gamma"]
-        hf[p + "mlp.weights_in.weight"], hf[p + "mlp.weights_in.bias"] = d[q + "mlp.w12.weight"], d[q + "mlp.w12.bias"]
-        hf[p + "mlp.weights_out.weight"], hf[p + "mlp.weights_out.bias"] = d[q + "mlp.w3.weight"], d[q + "mlp.w3.bias"]
+    d, dim, layers = strip("dinov2_vitg14."), VISION["dinov2"]["dim"], VISION["dinov2"]["layers"]
+    hf = {name: d[repo] for name, repo in mvf.dinov2_key_pairs(layers)}
+    for i in range(layers):
+        a = f"encoder.layer.{i}.attention.attention."
+        for t in ("weight", "bias"):
+            for j, n in enumerate(mvf.QKV):
+                hf[a + n + "." + t] = d[f"blocks.{i}.attn.qkv.{t}"][j * dim:(j + 1) * dim]
     dino.load_state_dict(hf)
     query = f["qformer.query_tokens"]
     for m in (clip, conv, dino, bvis, bqf):
