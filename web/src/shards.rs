@@ -62,10 +62,11 @@ async fn bytes_of(response: web_sys::Response, file: &str) -> Result<Vec<u8>, We
     Ok(Uint8Array::new(&buf).to_vec())
 }
 
-async fn sha256_hex(scope: &Scope, file: &str, data: &[u8]) -> Result<String, WeightError> {
+async fn sha256_hex(scope: &Scope, file: &str, data: &mut [u8]) -> Result<String, WeightError> {
     let subtle = scope.crypto().map_err(|e| js_err(file, "no crypto", e))?.subtle();
+    // Hashes the shard in place: no second copy of up to 32 MiB in wasm memory.
     let digest = subtle
-        .digest_with_str_and_u8_array("SHA-256", &mut data.to_vec())
+        .digest_with_str_and_u8_array("SHA-256", data)
         .map_err(|e| js_err(file, "hashing", e))?;
     let digest: ArrayBuffer = JsFuture::from(digest).await.map_err(|e| js_err(file, "hashing", e))?.unchecked_into();
     Ok(Uint8Array::new(&digest).to_vec().iter().map(|b| format!("{b:02x}")).collect())
@@ -120,9 +121,9 @@ pub async fn fetch_file(
     if !response.ok() {
         return Err(WeightError::Io { file: url, reason: format!("HTTP {}", response.status()) });
     }
-    let data = bytes_of(response, file).await?;
+    let mut data = bytes_of(response, file).await?;
     if let Some(want) = sha256 {
-        let got = sha256_hex(&scope, file, &data).await?;
+        let got = sha256_hex(&scope, file, &mut data).await?;
         if got != want {
             return Err(WeightError::Io { file: url, reason: "SHA-256 does not match the manifest".into() });
         }
