@@ -68,7 +68,18 @@ const origin = `http://127.0.0.1:${server.address().port}`;
 
 const common = ["--no-sandbox", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-gpu-sandbox"];
 const webgpu = ["--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=native"];
-const browser = (args) => chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "sphinx-chromium-")), { executablePath: "/usr/bin/chromium", headless: true, args: [...common, ...args] });
+// Chromium occasionally dies while starting up (a SIGSEGV seen once in ~10 launches on
+// these machines): a launch gets three tries; a crash after start-up still fails.
+const browser = async (args) => {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "sphinx-chromium-")), { executablePath: "/usr/bin/chromium", headless: true, args: [...common, ...args] });
+    } catch (e) {
+      if (attempt === 3) throw e;
+      console.log(`  [chromium failed to start: ${e.message.split("\n")[0]}; retrying]`);
+    }
+  }
+};
 let failures = 0;
 const check = (cond, what) => { console.log(`${cond ? "ok" : "FAIL"} - ${what}`); if (!cond) failures++; };
 const open = async (ctx, url) => {
