@@ -80,19 +80,23 @@ def draw_shape(d, shape, box, colour):
         d.polygon([((x1 + x2) / 2, y1), (x2, y2), (x1, y2)], fill=colour)
 
 
-def scene(seed, domain):
-    """An image and its objects: [{shape, colour, box (pixels, x2/y2 exclusive)}]."""
+def scene(seed, domain, max_objects=3):
+    """An image and its objects: [{shape, colour, box (pixels, x2/y2 exclusive)}].
+
+    1 to `max_objects` objects, each a different colour (so a referring expression is
+    never ambiguous; shapes may repeat, which the count questions use), sides 30–50% of
+    the image's shorter side, on images of 160–224 px per side."""
     rng = np.random.default_rng(seed)
-    w, h = (int(v) for v in rng.integers(112, 225, 2))
+    w, h = (int(v) for v in rng.integers(160, 225, 2))
     img = background(rng, domain, w, h)
     d = ImageDraw.Draw(img)
-    n = int(rng.integers(1, 4))
-    kinds = [(s, c) for s in SHAPES for c in COLOURS]
-    chosen = [kinds[i] for i in rng.choice(len(kinds), n, replace=False)]
+    n = int(rng.integers(1, max_objects + 1))
+    colours = [list(COLOURS)[i] for i in rng.choice(len(COLOURS), n, replace=False)]
+    chosen = [(SHAPES[rng.integers(len(SHAPES))], c) for c in colours]
     objects = []
     for shape, colour in chosen:
         for _ in range(100):
-            s = int(rng.uniform(0.24, 0.45) * min(w, h))
+            s = int(rng.uniform(0.30, 0.50) * min(w, h))
             x, y = int(rng.integers(0, w - s + 1)), int(rng.integers(0, h - s + 1))
             box = (x, y, x + s, y + s)
             if all(box[0] >= o["box"][2] + 3 or box[2] + 3 <= o["box"][0] or box[1] >= o["box"][3] + 3 or box[3] + 3 <= o["box"][1]
@@ -114,11 +118,11 @@ def caption(objects, domain):
     return f"{things[0].upper()}{things[1:]} on {ground} background."
 
 
-def all_items(seed, domain):
+def all_items(seed, domain, max_objects=3):
     """The image and every question it supports (training's multi-turn conversations):
     the colour of each shape that appears once, the count of each shape, the box of each
     object, and the caption."""
-    img, objects = scene(seed, domain)
+    img, objects = scene(seed, domain, max_objects)
     w, h = img.size
     out = []
     for o in objects:

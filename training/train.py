@@ -30,7 +30,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import shapes
-from micro_model import ARGS, HERE, TOKENIZER, Transformer, build_encoders, encode, image_tensor, init_llm_and_glue, llm_hidden, save
+from micro_model import (ARGS, HERE, TOKENIZER, Transformer, build_encoders, encode, image_tensor, init_llm_and_glue, llm_hidden,
+                         load_encoders, save)
 
 ROOT = os.path.abspath(os.path.join(HERE, ".."))
 sp = spm.SentencePieceProcessor(model_file=TOKENIZER)
@@ -50,17 +51,69 @@ def prompt_ids(instruction):
     return [sp.bos_id()] + sp.encode(prompt_text(instruction))
 
 
+class Vocab:
+    """The token ids the task's conversations use (a few hundred of LLaMA's 32000).
+
+    Training keeps embedding and output rows for these only: the softmax runs over them
+    plus one constant-zero logit that stands for every other word, whose output rows stay
+    zero in the saved model. So the full model's greedy choice is the same as in
+    training, and the 32000-way output layer (40% of a step's time) is not computed."""
+
+    def __init__(self):
+        texts = [SYSTEM + "\n\n###", " Assistant:", "\n###"]
+        for shape in shapes.SHAPES:
+            texts.append(f" Human: {shapes.vqa_instruction(f'What colour is the {shape}?')}\n###")
+            texts.append(f" Human: {shapes.vqa_instruction(f'How many {shapes.PLURAL[shape]} are there?')}\n###")
+            for colour in shapes.COLOURS:
+                texts.append(f" Human: {shapes.ground_instruction(f'the {colour} {shape}')}\n###")
+                texts.append(f" {colour}\n###")
+        texts.append(f" Human: {shapes.CAPTION_INSTRUCTION}\n###")
+        texts += [f" {n}\n###" for n in range(4)]
+        texts += [" " + shapes.box_text([i / 100, (i + 1) / 100, (i + 2) / 100, (i + 3) / 100]) + "\n###" for i in range(0, 98)]
+        kinds = [{"shape": s, "colour": c, "box": (i, 0, 0, 0)} for i, (s, c) in enumerate((s, c) for s in shapes.SHAPES for c in shapes.COLOURS)]
+        for a in kinds:
+            for b in kinds:
+                for domain in ("real", "synthetic"):
+                    texts.append(" " + shapes.caption([a, b, {**a, "box": (99, 0, 0, 0)}], domain) + "\n###")
+        ids = sorted({i for t in texts for i in sp.encode(t)} | {sp.bos_id()})
+        self.ids = torch.tensor(ids)
+        self.index = torch.full((sp.get_piece_size(),), -1, dtype=torch.long)
+        self.index[self.ids] = torch.arange(len(ids))
+
+    def compact_ids(self, ids):
+        c = self.index[torch.as_tensor(ids)]
+        if (c < 0).any():
+            missing = [sp.id_to_piece(int(i)) for i in torch.as_tensor(ids)[c < 0]]
+            raise ValueError(f"tokens outside the training vocabulary: {missing}")
+        return c
+
+    def compact(self, w):
+        """Full-vocabulary weights → the trained set (rows of the task's tokens)."""
+        return {**w, "tok_embeddings.weight": w["tok_embeddings.weight"][self.ids].clone(),
+                "output.weight": w["output.weight"][self.ids].clone()}
+
+    def expand(self, w, template):
+        """Trained set → full-vocabulary weights: the task's rows written into the
+        template's tables (other input rows as initialised, other output rows zero)."""
+        out = {k: v.detach().clone() for k, v in w.items()}
+        for name in ("tok_embeddings.weight", "output.weight"):
+            full = template[name].detach().clone()
+            full[self.ids] = w[name].detach()
+            out[name] = full
+        return out
+
+
 def photo_jpeg(img, quality):
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=quality)
     return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
 
 
-def conversation(seed, domain, rng, max_turns):
+def conversation(seed, domain, rng, max_turns, max_objects=3):
     """A multi-turn conversation about one image (as SPHINX's training data has): up to
     `max_turns` of its questions in random order. Returns the image tensor, the ids and
     the [start, end) spans of the answers (each with its "\n###")."""
-    img, items = shapes.all_items(seed, domain)
+    img, items = shapes.all_items(seed, domain, max_objects)
     if domain == "real":
         img = photo_jpeg(img, int(rng.integers(80, 96)))
     # Every box question of the image, then others, up to max_turns, in random order.
@@ -80,23 +133,24 @@ def conversation(seed, domain, rng, max_turns):
     return image_tensor(img), full, spans
 
 
-def batch(step, size, domains, rng, max_turns):
+def batch(step, size, domains, rng, max_turns, max_objects):
     xs, seqs = [], []
     for b in range(size):
         domain = domains[int(rng.integers(len(domains)))]
-        x, full, spans = conversation(TRAIN_SEED + step * size + b, domain, rng, max_turns)
+        x, full, spans = conversation(TRAIN_SEED + step * size + b, domain, rng, max_turns, max_objects)
         xs.append(x)
         seqs.append((spans, full))
     return torch.stack(xs), seqs
 
 
-def loss_of(enc, w, x, seqs):
+def loss_of(enc, w, x, seqs, vocab):
+    """Next-token cross-entropy over the answers; `w` holds the compact tables of `vocab`."""
     block = encode(enc, w, x)                      # [B, T, D]
     T = block.shape[1]
     L = max(len(f) for _, f in seqs)
     ids = torch.zeros(len(seqs), L, dtype=torch.long)
     for i, (_, f) in enumerate(seqs):
-        ids[i, :len(f)] = torch.tensor(f)
+        ids[i, :len(f)] = vocab.compact_ids(f)
     emb = w["tok_embeddings.weight"][ids]
     h = torch.cat([emb[:, :1], block, emb[:, 1:]], dim=1)
     hidden = llm_hidden(w, h)
@@ -109,11 +163,16 @@ def loss_of(enc, w, x, seqs):
                 rows.append(i)
                 pos.append(j - 1 + T)
                 tgt.append(f[j])
-    logits = hidden[rows, pos] @ w["output.weight"].T
-    return F.cross_entropy(logits, torch.tensor(tgt))
+    logits = hidden[rows, pos] @ w["output.weight"].T                    # [N, V]
+    others = torch.zeros(logits.shape[0], 1)                             # every other word
+    return F.cross_entropy(torch.cat([logits, others], 1), vocab.compact_ids(tgt))
 
 
-def train(enc, w, domains, steps, lr, batch_size, train_encoders, seed, label, max_turns):
+def train(enc, w, domains, steps, lr, batch_size, train_encoders, seed, label, max_turns, vocab, single_steps=0,
+          probe=None):
+    """AdamW with warm-up and a cosine decay. The first `single_steps` steps show one
+    object per image (a curriculum: reading out where an object is comes before picking
+    the named one among several). `probe(w, step)` is called every 500 steps."""
     params = list(w.values())
     if train_encoders:
         params += [p for m in enc[:5] for p in m.parameters()] + [enc[5]]
@@ -127,8 +186,8 @@ def train(enc, w, domains, steps, lr, batch_size, train_encoders, seed, label, m
         f = (step + 1) / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
         for g in opt.param_groups:
             g["lr"] = lr * max(f, 0.05)
-        x, seqs = batch(seed * 1_000_000 + step, batch_size, domains, rng, max_turns)
-        loss = loss_of(enc, w, x, seqs)
+        x, seqs = batch(seed * 1_000_000 + step, batch_size, domains, rng, max_turns, 1 if step < single_steps else 3)
+        loss = loss_of(enc, w, x, seqs, vocab)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -136,6 +195,8 @@ def train(enc, w, domains, steps, lr, batch_size, train_encoders, seed, label, m
         avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
         if step % 50 == 0 or step == steps - 1:
             print(f"[{label}] step {step}/{steps} loss {avg:.3f} ({time.time() - t0:.0f} s)", flush=True)
+        if probe and step > 0 and step % 500 == 0:
+            probe(w, step)
     for p in params:
         p.requires_grad_(False)
     return w
@@ -260,7 +321,10 @@ def write_example(model_dir):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--base-steps", type=int, default=2400, help="the base: both domains, every weight trained")
+    ap.add_argument("--base-steps", type=int, default=3000, help="the base: both domains, every weight trained")
+    ap.add_argument("--single-steps", type=int, default=900, help="the base's first steps, on one object per image")
+    ap.add_argument("--lr", type=float, default=1e-3, help="the base's peak learning rate (fine-tunes: 0.3×)")
+    ap.add_argument("--from-base", help="skip the base: fine-tune, mix and score this saved base (a --work/base directory)")
     ap.add_argument("--tune-steps", type=int, default=300, help="each domain's fine-tune, encoders frozen")
     ap.add_argument("--max-turns", type=int, default=5, help="questions per training conversation")
     ap.add_argument("--batch", type=int, default=16)
@@ -273,20 +337,35 @@ def main():
     t_start = time.time()
     os.makedirs(args.work, exist_ok=True)
 
-    enc = build_encoders(seed=1)
-    w = init_llm_and_glue(seed=2)
-    train(enc, w, ["real", "synthetic"], args.base_steps, 1e-3, args.batch, True, 3, "base", args.max_turns)
-    round_bf16_([p for m in enc[:5] for p in m.parameters()] + [enc[5]] + list(w.values()))
-    for m in enc[:5]:
-        m.eval()
-    save(enc, w, os.path.join(args.work, "base"))
+    vocab = Vocab()
+    probe_set = eval_set(30)
+
+    def probe(w, step):
+        table, _ = evaluate(enc, vocab.expand(w, template), probe_set, captions=0)
+        print(f"    probe at step {step} (30 held-out images per domain): {json.dumps(table)}", flush=True)
+
+    if args.from_base:
+        sd = torch.load(os.path.join(args.from_base, "consolidated.00-of-01.model.pth"), map_location="cpu", weights_only=True)["model"]
+        enc, base_w = load_encoders(sd), load_llm(os.path.join(args.from_base, "consolidated.00-of-01.model.pth"))
+        template = {**base_w, "output.weight": torch.zeros_like(base_w["output.weight"])}
+    else:
+        enc = build_encoders(seed=1)
+        template = init_llm_and_glue(seed=2)
+        template["output.weight"] = torch.zeros_like(template["output.weight"])
+        w = vocab.compact(init_llm_and_glue(seed=2))
+        train(enc, w, ["real", "synthetic"], args.base_steps, args.lr, args.batch, True, 3, "base", args.max_turns, vocab,
+              args.single_steps, probe)
+        round_bf16_([p for m in enc[:5] for p in m.parameters()] + [enc[5]] + list(w.values()))
+        for m in enc[:5]:
+            m.eval()
+        base_w = vocab.expand(w, template)
+        save(enc, base_w, os.path.join(args.work, "base"))
     t_base = time.time() - t_start
-    base_w = {k: v.clone() for k, v in w.items()}
     for domain, seed in (("real", 4), ("synthetic", 5)):
-        tuned = train(enc, {k: v.clone() for k, v in base_w.items()}, [domain], args.tune_steps, 3e-4, args.batch, False, seed, domain,
-                      args.max_turns)
+        tuned = train(enc, vocab.compact(base_w), [domain], args.tune_steps, args.lr * 0.3, args.batch, False, seed, domain,
+                      args.max_turns, vocab, probe=probe)
         round_bf16_(tuned.values())
-        save(enc, tuned, os.path.join(args.work, domain))
+        save(enc, vocab.expand(tuned, template), os.path.join(args.work, domain))
     t_train = time.time() - t_start
     for beta in (0.5, args.other_beta):
         out = os.path.join(args.work, f"mixed-{beta}")
