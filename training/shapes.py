@@ -119,9 +119,9 @@ def caption(objects, domain):
 
 
 def all_items(seed, domain, max_objects=3):
-    """The image and every question it supports (training's multi-turn conversations):
-    the colour of each shape that appears once, the count of each shape, the box of each
-    object, and the caption."""
+    """The image, every question it supports (training's multi-turn conversations: the
+    colour of each shape that appears once, the count of each shape, the box of each
+    object, and the caption) and its objects."""
     img, objects = scene(seed, domain, max_objects)
     w, h = img.size
     out = []
@@ -135,7 +135,7 @@ def all_items(seed, domain, max_objects=3):
         b = padded_box(o["box"], w, h)
         out.append(("ground", ground_instruction(f"the {o['colour']} {o['shape']}"), box_text(b), {"box": b}))
     out.append(("caption", CAPTION_INSTRUCTION, caption(objects, domain), {}))
-    return img, out
+    return img, out, objects
 
 
 def items(seed, domain, with_caption=True):

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 
+import dense_supervision
 import shapes
 from micro_model import (ARGS, HERE, TOKENIZER, Transformer, build_encoders, encode, image_tensor, init_llm_and_glue, llm_hidden,
                          load_encoders, save)
@@ -111,9 +112,10 @@ def photo_jpeg(img, quality):
 
 def conversation(seed, domain, rng, max_turns, max_objects=3):
     """A multi-turn conversation about one image (as SPHINX's training data has): up to
-    `max_turns` of its questions in random order. Returns the image tensor, the ids and
-    the [start, end) spans of the answers (each with its "\n###")."""
-    img, items = shapes.all_items(seed, domain, max_objects)
+    `max_turns` of its questions in random order. Returns the image tensor, the ids, the
+    [start, end) spans of the answers (each with its "\n###") and the image's dense targets."""
+    img, items, objects = shapes.all_items(seed, domain, max_objects)
+    dense = dense_supervision.targets(objects, *img.size)
     if domain == "real":
         img = photo_jpeg(img, int(rng.integers(80, 96)))
     # Every box question of the image, then others, up to max_turns, in random order.
@@ -130,22 +132,25 @@ def conversation(seed, domain, rng, max_turns, max_objects=3):
     full = [sp.bos_id()] + sp.encode(text)
     for start, end in spans:
         assert full[end - 3:end] == STOPS[1], text
-    return image_tensor(img), full, spans
+    return image_tensor(img), full, spans, dense
 
 
 def batch(step, size, domains, rng, max_turns, max_objects):
-    xs, seqs = [], []
+    xs, seqs, dense = [], [], []
     for b in range(size):
         domain = domains[int(rng.integers(len(domains)))]
-        x, full, spans = conversation(TRAIN_SEED + step * size + b, domain, rng, max_turns, max_objects)
+        x, full, spans, d = conversation(TRAIN_SEED + step * size + b, domain, rng, max_turns, max_objects)
         xs.append(x)
         seqs.append((spans, full))
-    return torch.stack(xs), seqs
+        dense.append(d)
+    return torch.stack(xs), seqs, dense
 
 
-def loss_of(enc, w, x, seqs, vocab):
-    """Next-token cross-entropy over the answers; `w` holds the compact tables of `vocab`."""
+def loss_of(enc, w, x, seqs, vocab, heads=None, dense=None):
+    """(next-token cross-entropy over the answers, dense supervision of the image tokens
+    or 0 without `heads`); `w` holds the compact tables of `vocab`."""
     block = encode(enc, w, x)                      # [B, T, D]
+    aux = dense_supervision.loss(heads, block, dense) if heads else torch.zeros(())
     T = block.shape[1]
     L = max(len(f) for _, f in seqs)
     ids = torch.zeros(len(seqs), L, dtype=torch.long)
@@ -165,15 +170,16 @@ def loss_of(enc, w, x, seqs, vocab):
                 tgt.append(f[j])
     logits = hidden[rows, pos] @ w["output.weight"].T                    # [N, V]
     others = torch.zeros(logits.shape[0], 1)                             # every other word
-    return F.cross_entropy(torch.cat([logits, others], 1), vocab.compact_ids(tgt))
+    return F.cross_entropy(torch.cat([logits, others], 1), vocab.compact_ids(tgt)), aux
 
 
 def train(enc, w, domains, steps, lr, batch_size, train_encoders, seed, label, max_turns, vocab, single_steps=0,
-          probe=None):
+          probe=None, heads=None):
     """AdamW with warm-up and a cosine decay. The first `single_steps` steps show one
     object per image (a curriculum: reading out where an object is comes before picking
-    the named one among several). `probe(w, step)` is called every 500 steps."""
-    params = list(w.values())
+    the named one among several). With `heads`, the image tokens are also densely
+    supervised (dense_supervision.py). `probe(w, step)` is called every 500 steps."""
+    params = list(w.values()) + (list(heads.values()) if heads else [])
     if train_encoders:
         params += [p for m in enc[:5] for p in m.parameters()] + [enc[5]]
     for p in params:
@@ -186,15 +192,17 @@ def train(enc, w, domains, steps, lr, batch_size, train_encoders, seed, label, m
         f = (step + 1) / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
         for g in opt.param_groups:
             g["lr"] = lr * max(f, 0.05)
-        x, seqs = batch(seed * 1_000_000 + step, batch_size, domains, rng, max_turns, 1 if step < single_steps else 3)
-        loss = loss_of(enc, w, x, seqs, vocab)
+        x, seqs, dense = batch(seed * 1_000_000 + step, batch_size, domains, rng, max_turns, 1 if step < single_steps else 3)
+        lm, aux = loss_of(enc, w, x, seqs, vocab, heads, dense)
+        loss = lm + aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
+        now = torch.tensor([lm.item(), aux.item()])
+        avg = now if avg is None else 0.98 * avg + 0.02 * now
         if step % 50 == 0 or step == steps - 1:
-            print(f"[{label}] step {step}/{steps} loss {avg:.3f} ({time.time() - t0:.0f} s)", flush=True)
+            print(f"[{label}] step {step}/{steps} loss {avg[0]:.3f} dense {avg[1]:.3f} ({time.time() - t0:.0f} s)", flush=True)
         if probe and step > 0 and step % 500 == 0:
             probe(w, step)
     for p in params:
@@ -321,8 +329,8 @@ def write_example(model_dir):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--base-steps", type=int, default=3000, help="the base: both domains, every weight trained")
-    ap.add_argument("--single-steps", type=int, default=900, help="the base's first steps, on one object per image")
+    ap.add_argument("--base-steps", type=int, default=4000, help="the base: both domains, every weight trained")
+    ap.add_argument("--single-steps", type=int, default=400, help="the base's first steps, on one object per image")
     ap.add_argument("--lr", type=float, default=1e-3, help="the base's peak learning rate (fine-tunes: 0.3×)")
     ap.add_argument("--from-base", help="skip the base: fine-tune, mix and score this saved base (a --work/base directory)")
     ap.add_argument("--tune-steps", type=int, default=300, help="each domain's fine-tune, encoders frozen")
@@ -353,8 +361,9 @@ def main():
         template = init_llm_and_glue(seed=2)
         template["output.weight"] = torch.zeros_like(template["output.weight"])
         w = vocab.compact(init_llm_and_glue(seed=2))
+        heads = dense_supervision.init_heads(ARGS.dim, seed=6)
         train(enc, w, ["real", "synthetic"], args.base_steps, args.lr, args.batch, True, 3, "base", args.max_turns, vocab,
-              args.single_steps, probe)
+              args.single_steps, probe, heads)
         round_bf16_([p for m in enc[:5] for p in m.parameters()] + [enc[5]] + list(w.values()))
         for m in enc[:5]:
             m.eval()
