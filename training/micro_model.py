@@ -92,11 +92,14 @@ def init_llm_and_glue(seed):
 FREQS = precompute_freqs_cis(ARGS.dim // ARGS.n_heads, ARGS.max_seq_len * 2, ARGS.rope_theta)
 
 
-def llm_hidden(w, h):
-    """Training forward of llama.py over whole sequences: h [B, S, D] → final-norm hidden [B, S, D]."""
+def llm_hidden(w, h, keep_qk=()):
+    """Training forward of llama.py over whole sequences: h [B, S, D] → final-norm hidden
+    [B, S, D]. With `keep_qk` (layer indices), also {layer: (q, k)}, each [B, S, H, hd]
+    after RoPE, for attention_hints.py."""
     a = ARGS
     B, S, _ = h.shape
     hd = a.dim // a.n_heads
+    kept = {}
     for i in range(a.n_layers):
         p = f"layers.{i}."
         x = rms_norm(h, w[p + "attention_norm.weight"], a.norm_eps)
@@ -104,11 +107,14 @@ def llm_hidden(w, h):
         k = (x @ w[p + "attention.wk.weight"].T).view(B, S, a.kv_heads, hd)
         v = (x @ w[p + "attention.wv.weight"].T).view(B, S, a.kv_heads, hd)
         q, k = apply_rotary_emb(q, k, FREQS[:S])
+        if i in keep_qk:
+            kept[i] = (q, k)
         o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
         h = h + o.transpose(1, 2).reshape(B, S, -1) @ w[p + "attention.wo.weight"].T
         x = rms_norm(h, w[p + "ffn_norm.weight"], a.norm_eps)
         h = h + (F.silu(x @ w[p + "feed_forward.w1.weight"].T) * (x @ w[p + "feed_forward.w3.weight"].T)) @ w[p + "feed_forward.w2.weight"].T
-    return rms_norm(h, w["norm.weight"], a.norm_eps)
+    out = rms_norm(h, w["norm.weight"], a.norm_eps)
+    return (out, kept) if keep_qk else out
 
 
 def image_tensor(img):

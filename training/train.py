@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 
+import attention_hints
 import dense_supervision
 import shapes
 from micro_model import (ARGS, HERE, TOKENIZER, Transformer, build_encoders, encode, image_tensor, init_llm_and_glue, llm_hidden,
@@ -113,7 +114,8 @@ def photo_jpeg(img, quality):
 def conversation(seed, domain, rng, max_turns, max_objects=3):
     """A multi-turn conversation about one image (as SPHINX's training data has): up to
     `max_turns` of its questions in random order. Returns the image tensor, the ids, the
-    [start, end) spans of the answers (each with its "\n###") and the image's dense targets."""
+    [start, end) spans of the answers (each with its "\n###"), the image's dense targets
+    and the attention hints of its turns."""
     img, items, objects = shapes.all_items(seed, domain, max_objects)
     dense = dense_supervision.targets(objects, *img.size)
     if domain == "real":
@@ -123,32 +125,40 @@ def conversation(seed, domain, rng, max_turns, max_objects=3):
     others = [items[i] for i in rng.permutation(len(items)) if items[i][0] != "ground"]
     turns = (ground + others)[:max_turns]
     turns = [turns[i] for i in rng.permutation(len(turns))]
-    text, spans, full = SYSTEM + "\n\n###", [], None
+    text, spans, hints, full = SYSTEM + "\n\n###", [], [], None
+    ids_of = lambda t: [sp.bos_id()] + sp.encode(t)  # noqa: E731
     for _, instruction, answer, _ in turns:
-        text += f" Human: {instruction}\n###" + " Assistant:"
-        start = len([sp.bos_id()] + sp.encode(text))
+        text += f" Human: {instruction}"
+        named = attention_hints.turn_hints(instruction, dense)
+        words = attention_hints.hint(text, named[0], ids_of) if named else None
+        text += "\n###" + " Assistant:"
+        start = len(ids_of(text))
         text += f" {answer}\n###"
-        spans.append((start, len([sp.bos_id()] + sp.encode(text))))
+        spans.append((start, len(ids_of(text))))
+        if named:
+            hints.append((list(range(start, spans[-1][1] - 3)), words, named[1]))
     full = [sp.bos_id()] + sp.encode(text)
     for start, end in spans:
         assert full[end - 3:end] == STOPS[1], text
-    return image_tensor(img), full, spans, dense
+    return image_tensor(img), full, spans, dense, hints
 
 
 def batch(step, size, domains, rng, max_turns, max_objects):
-    xs, seqs, dense = [], [], []
+    xs, seqs, dense, hints = [], [], [], []
     for b in range(size):
         domain = domains[int(rng.integers(len(domains)))]
-        x, full, spans, d = conversation(TRAIN_SEED + step * size + b, domain, rng, max_turns, max_objects)
+        x, full, spans, d, hs = conversation(TRAIN_SEED + step * size + b, domain, rng, max_turns, max_objects)
         xs.append(x)
         seqs.append((spans, full))
         dense.append(d)
-    return torch.stack(xs), seqs, dense
+        hints.append(hs)
+    return torch.stack(xs), seqs, dense, hints
 
 
-def loss_of(enc, w, x, seqs, vocab, heads=None, dense=None):
-    """(next-token cross-entropy over the answers, dense supervision of the image tokens
-    or 0 without `heads`); `w` holds the compact tables of `vocab`."""
+def loss_of(enc, w, x, seqs, vocab, heads=None, dense=None, hints=None):
+    """(next-token cross-entropy over the answers, the training-only losses: dense
+    supervision of the image tokens and attention hints, or 0 without `heads`); `w`
+    holds the compact tables of `vocab`."""
     block = encode(enc, w, x)                      # [B, T, D]
     aux = dense_supervision.loss(heads, block, dense) if heads else torch.zeros(())
     T = block.shape[1]
@@ -158,7 +168,11 @@ def loss_of(enc, w, x, seqs, vocab, heads=None, dense=None):
         ids[i, :len(f)] = vocab.compact_ids(f)
     emb = w["tok_embeddings.weight"][ids]
     h = torch.cat([emb[:, :1], block, emb[:, 1:]], dim=1)
-    hidden = llm_hidden(w, h)
+    if heads:
+        hidden, kept = llm_hidden(w, h, keep_qk=(attention_hints.WORDS_LAYER, attention_hints.PATCHES_LAYER))
+        aux = aux + attention_hints.loss(kept, hints, T)
+    else:
+        hidden = llm_hidden(w, h)
     # Answer token j (j ≥ prompt length) is predicted at the position of token j − 1,
     # which sits after the image block: (j − 1) + T.
     rows, pos, tgt = [], [], []
@@ -192,8 +206,8 @@ def train(enc, w, domains, steps, lr, batch_size, train_encoders, seed, label, m
         f = (step + 1) / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
         for g in opt.param_groups:
             g["lr"] = lr * max(f, 0.05)
-        x, seqs, dense = batch(seed * 1_000_000 + step, batch_size, domains, rng, max_turns, 1 if step < single_steps else 3)
-        lm, aux = loss_of(enc, w, x, seqs, vocab, heads, dense)
+        x, seqs, dense, hints = batch(seed * 1_000_000 + step, batch_size, domains, rng, max_turns, 1 if step < single_steps else 3)
+        lm, aux = loss_of(enc, w, x, seqs, vocab, heads, dense, hints)
         loss = lm + aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
