@@ -343,7 +343,7 @@ def write_example(model_dir):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--base-steps", type=int, default=4000, help="the base: both domains, every weight trained")
+    ap.add_argument("--base-steps", type=int, default=3600, help="the base: both domains, every weight trained")
     ap.add_argument("--single-steps", type=int, default=400, help="the base's first steps, on one object per image")
     ap.add_argument("--lr", type=float, default=1e-3, help="the base's peak learning rate (fine-tunes: 0.3×)")
     ap.add_argument("--from-base", help="skip the base: fine-tune, mix and score this saved base (a --work/base directory)")
