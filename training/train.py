@@ -326,11 +326,11 @@ EXAMPLE_SEED = 5_000_000
 
 def write_example(model_dir):
     """The bundled example (README's command, the demo's first image): a held-out
-    photo-like scene with three shapes, a red circle among them."""
+    photo-like scene with three shapes, one of each, a red circle among them."""
     seed = EXAMPLE_SEED
     while True:
         img, objects = shapes.scene(seed, "real")
-        if len(objects) == 3 and any(o["shape"] == "circle" and o["colour"] == "red" for o in objects):
+        if len({o["shape"] for o in objects}) == 3 and any(o["shape"] == "circle" and o["colour"] == "red" for o in objects):
             break
         seed += 1
     img.save(os.path.join(model_dir, "example.png"))
