@@ -24,9 +24,10 @@ mod convert;
 mod mix;
 mod serve;
 
-/// The model used when `--model` is not given: a tiny random-weight LLaMA kept in the
-/// repository (two model-parallel bf16 shards), so every command runs without a download.
-const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/models/tiny-llama-mp2");
+/// The model used when `--model` is not given: SPHINX-Micro, a small SPHINX (`llama_ens`)
+/// trained on coloured shapes by `training/train.py` and kept in the repository, so
+/// every command runs without a download and gives real answers about its example image.
+pub const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/sphinx-micro");
 
 #[derive(Parser)]
 #[command(name = "sphinx", version, about = "Run SPHINX multi-modal LLMs locally (Vulkan, Metal, DX12 or CPU).")]

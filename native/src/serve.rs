@@ -10,8 +10,8 @@ use clap::Args;
 
 use crate::convert::convert_web;
 
-/// The demo's default model: a tiny multimodal SPHINX kept in the repository.
-const DEMO_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/models/tiny-sphinx");
+/// The demo's default model: SPHINX-Micro, trained in `training/` and kept in the repository.
+const DEMO_MODEL: &str = crate::DEFAULT_MODEL;
 const WEB_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../web");
 
 #[derive(Args)]

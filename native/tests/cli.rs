@@ -1,4 +1,4 @@
-//! The `sphinx` binary end to end, on the repository's models.
+//! The `sphinx` binary end to end, on the default model (SPHINX-Micro) and the fixtures.
 
 use std::process::Command;
 
@@ -302,3 +302,28 @@ fn convert_for_the_web_and_load_it_back() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// README's first command: the default model (SPHINX-Micro, trained in training/) on
+/// its bundled example image gives real answers.
+#[test]
+fn the_default_model_answers_about_its_example_image() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/sphinx-micro");
+    let example = format!("{dir}/example.png");
+    let truth: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(format!("{dir}/example.json")).unwrap()).unwrap();
+    let objects = truth["objects"].as_array().unwrap();
+    let circle = objects.iter().find(|o| o["shape"] == "circle" && o["colour"] == "red").unwrap();
+    let want: Vec<f64> = serde_json::from_value(circle["normalized"].clone()).unwrap();
+
+    let out = sphinx(&["generate", "--image", &example, "--task", "ground", "--query", "the red circle", "--temperature", "0", "--device", "cpu", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got: Vec<f64> = serde_json::from_value(result["answer"]["entities"][0]["boxes"][0]["normalized"].clone()).expect("a box in the answer");
+    let (ix, iy) = ((got[2].min(want[2]) - got[0].max(want[0])).max(0.0), (got[3].min(want[3]) - got[1].max(want[1])).max(0.0));
+    let union = (got[2] - got[0]) * (got[3] - got[1]) + (want[2] - want[0]) * (want[3] - want[1]) - ix * iy;
+    assert!(ix * iy / union >= 0.5, "box {got:?} vs {want:?}: {}", result["text"]);
+
+    // The example has one object of each shape, so "the square" names one object.
+    let other = objects.iter().find(|o| o["shape"] != "circle").unwrap();
+    let question = format!("What colour is the {}?", other["shape"].as_str().unwrap());
+    let out = sphinx(&["generate", "--image", &example, "--task", "vqa", "--query", &question, "--temperature", "0", "--device", "cpu"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), other["colour"].as_str().unwrap(), "{question}");
+}

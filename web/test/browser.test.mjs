@@ -205,7 +205,13 @@ const none = await inPage(page, async (s) => s.Sphinx.load("/models/text").then(
 check(none?.kind === "webgpu-unavailable" && /WebGPU is not available/.test(none.message), `no WebGPU gives a clear error: ${none?.message}`);
 await ctx.close();
 
-// 7. The demo, served by `sphinx serve-demo` with its default model.
+// 7. The demo, served by `sphinx serve-demo` with its default model (SPHINX-Micro): it
+// opens the model's example image, and a grounding answer's box lands on the red circle.
+const micro = join(root, "models/sphinx-micro");
+const example = JSON.parse(await readFile(join(micro, "example.json"), "utf8"));
+const circle = example.objects.find((o) => o.shape === "circle" && o.colour === "red");
+want.demo = JSON.parse(native(["generate", "--model", micro, "--image", join(micro, "example.png"), "--task", "ground",
+  "--query", "the red circle", "--max-tokens", "48", "--json"])).text;
 const demo = spawn(sphinx, ["serve-demo", "--port", "0"], { stdio: ["ignore", "pipe", "inherit"] });
 const demoUrl = await new Promise((res, rej) => {
   demo.stdout.on("data", (d) => { const m = /http:\/\/127\.0\.0\.1:\d+\/demo\//.exec(d.toString()); if (m) res(m[0]); });
@@ -215,34 +221,34 @@ ctx = await browser(webgpu);
 page = await open(ctx, demoUrl);
 await page.waitForFunction(() => ["ready", "error"].includes(document.body.dataset.state), null, { timeout: 120000 });
 check(await page.evaluate(() => document.body.dataset.state) === "ready", `the demo loads its default model: ${await page.textContent("#status")} ${await page.textContent("#error")}`);
-await page.setInputFiles("#file", image);
-await page.waitForFunction(() => document.body.dataset.image);
+check(await page.evaluate(() => document.body.dataset.image) === example.size.join("x"), "the demo opens the model's example image");
 await page.selectOption("#task", "ground");
-await page.fill("#query", ground.query);
-await page.fill("#max-tokens", "12");
+await page.fill("#query", "the red circle");
+await page.fill("#max-tokens", "48");
 await page.fill("#temperature", "0");
 await page.click("#ask");
 await page.waitForFunction(() => ["done", "error"].includes(document.body.dataset.state), null, { timeout: 120000 });
 const demoAnswer = await page.textContent("#answer");
-check(demoAnswer === want.ground, `the demo streams the same answer as native: ${JSON.stringify(demoAnswer)}`);
-// The tiny model's weights are random, so its answers carry no box: draw a grounding
-// answer through the demo's "draw an answer" path (the core's parser and drawing).
-await page.click("summary");
-await page.fill("#answer-text", "<p>the blue backpack</p>[0.30,0.35,0.62,0.80]");
-await page.click("#draw");
-await page.waitForFunction(() => document.body.dataset.state === "drawn");
+check(demoAnswer === want.demo, `the demo streams the native runtime's answer: ${JSON.stringify(demoAnswer)} vs ${JSON.stringify(want.demo)}`);
 const drawn = await page.evaluate(() => {
   const canvas = document.getElementById("canvas");
   const [w] = document.body.dataset.image.split("x").map(Number);
   const scale = canvas.width / w;
   const rect = window.demoResult.drawing.find((c) => c.kind === "rect");
-  const ctx = canvas.getContext("2d");
+  if (!rect) return null;
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
   const px = (x, y) => Array.from(ctx.getImageData(Math.round(x), Math.round(y), 1, 1).data.slice(0, 3));
   const midY = ((rect.y1 + rect.y2) / 2) * scale;
-  return { rect, color: rect.color, edge: px(rect.x1 * scale, midY), inside: px(((rect.x1 + rect.x2) / 2) * scale, midY) };
+  return { rect, box: window.demoResult.answer.entities[0].boxes[0].normalized, edge: px(rect.x1 * scale + 0.5, midY), outside: px(rect.x1 * scale - 4, midY) };
 });
 const near = (a, b) => a.every((v, i) => Math.abs(v - b[i]) <= 40);
-check(near(drawn.edge, drawn.color) && !near(drawn.inside, drawn.color), `the box is drawn on the canvas: edge pixel ${drawn.edge} ≈ ${drawn.color}, inside ${drawn.inside}`);
+const overlap = (a, b) => {
+  const ix = Math.max(0, Math.min(a[2], b[2]) - Math.max(a[0], b[0])), iy = Math.max(0, Math.min(a[3], b[3]) - Math.max(a[1], b[1]));
+  return (ix * iy) / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy);
+};
+check(drawn && overlap(drawn.box, circle.normalized) >= 0.5, `the answer's box is on the red circle: ${JSON.stringify(drawn?.box)} vs ${JSON.stringify(circle.normalized)}`);
+check(drawn && near(drawn.edge, drawn.rect.color) && !near(drawn.outside, drawn.rect.color),
+  `the box is drawn on the canvas: edge pixel ${drawn?.edge} ≈ ${drawn?.rect.color}, just outside ${drawn?.outside}`);
 const shot = join(outDir, "browser-demo.png");
 await page.screenshot({ path: shot, fullPage: true });
 console.log(`screenshot: ${shot}`);
