@@ -75,7 +75,12 @@ impl Reference {
 }
 
 pub fn load_model(name: &str, device: &Device) -> SphinxModel {
-    let files = sphinx_native::model_dir::open_model_dir(&model_dir(name), None).expect("model dir");
+    load_model_from(&model_dir(name), device)
+}
+
+/// A model directory anywhere (e.g. the shipped `models/sphinx-micro`).
+pub fn load_model_from(dir: &std::path::Path, device: &Device) -> SphinxModel {
+    let files = sphinx_native::model_dir::open_model_dir(dir, None).expect("model dir");
     pollster::block_on(SphinxModel::load(files, device, &ConfigOverrides::default(), &mut |_| {})).expect("model loads")
 }
 
