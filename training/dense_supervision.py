@@ -4,7 +4,7 @@ heads are dropped when the model is saved, so the shipped model is plain SPHINX)
 Trained from scratch on one hour of CPU, the encoders and the LLM did not discover in
 time where objects are: grounding stayed near 15–20% while answers had the right form.
 So, as detectors' deep supervision does, linear heads on the fused tokens that the LLM
-reads (the output of `visual_proj`, spec §3.5) ask of every patch token whether it lies
+reads (the output of `visual_proj`, docs/spec.md §3.5) ask of every patch token whether it lies
 in an object's box, that object's colour, shape and box, and of the pooled token how
 many of each shape and which colours the image holds. Grounding then comes down to
 attending to the patches of the named colour and copying out their box.

@@ -1,4 +1,4 @@
-"""SPHINX-Micro: the SPHINX architecture (`llama_ens`, spec §1, §3.5: CLIP ViT, ConvNeXt,
+"""SPHINX-Micro: the SPHINX architecture (`llama_ens`, docs/spec.md §1, §3.5: CLIP ViT, ConvNeXt,
 DINOv2 and a BLIP-2 Q-Former fused into a LLaMA) at a size a CPU trains in an hour.
 
 The encoders are the upstream libraries' own modules and the LLM is the fixture
@@ -118,7 +118,7 @@ def llm_hidden(w, h, keep_qk=()):
 
 
 def image_tensor(img):
-    """Pillow image → the normalised 224² tensor the official transform makes (spec §4.1)."""
+    """Pillow image → the normalised 224² tensor the official transform makes (docs/spec.md §4.1)."""
     return normalise(pad_to_square(img.convert("RGB")).resize((IMAGE_SIZE, IMAGE_SIZE), 3))  # 3 = BICUBIC
 
 

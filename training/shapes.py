@@ -1,5 +1,5 @@
 """The SPHINX-Micro task: coloured shapes on varied backgrounds, with questions and
-answers in SPHINX's own formats (spec §6): short-answer VQA (colour, count), grounding
+answers in SPHINX's own formats (docs/spec.md §6): short-answer VQA (colour, count), grounding
 (a box `[x1,y1,x2,y2]` on the padded square, two decimals) and a one-sentence caption.
 
 Two domains, as SPHINX's weight mix needs: "real" (photo-like: textured, noisy,
@@ -33,7 +33,7 @@ CAPTION_INSTRUCTION = "Provide a one-sentence caption for the provided image."
 
 
 def padded_box(box, w, h):
-    """Pixel box → [0, 1] coordinates of the padded square (PadToSquare, spec §4.1)."""
+    """Pixel box → [0, 1] coordinates of the padded square (PadToSquare, docs/spec.md §4.1)."""
     side = max(w, h)
     x0 = (h - w) // 2 if w < h else 0
     y0 = (w - h) // 2 if w > h else 0

@@ -39,7 +39,7 @@ ROOT = os.path.abspath(os.path.join(HERE, ".."))
 sp = spm.SentencePieceProcessor(model_file=TOKENIZER)
 SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
           "The assistant gives helpful, detailed, and polite answers to the human's questions.")
-STOPS = ([29871, 13, 2277, 29937], [13, 2277, 29937], [2])  # spec §5.3
+STOPS = ([29871, 13, 2277, 29937], [13, 2277, 29937], [2])  # docs/spec.md §5.3
 TRAIN_SEED = 10_000_000
 EVAL_SEED = {"real": 0, "synthetic": 1_000_000}
 

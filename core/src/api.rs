@@ -156,7 +156,7 @@ pub struct LoadOptions {
     pub mix: Option<MixOptions>,
 }
 
-/// Loading-time weight mixing: θ = β·θ_this + (1−β)·θ_with, by rules (spec §7).
+/// Loading-time weight mixing: θ = β·θ_this + (1−β)·θ_with, by rules (docs/spec.md §7).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -1,9 +1,9 @@
 //! Model configuration from a checkpoint's `config.json` (or `params.json`) and
-//! `meta.json` (spec §1, §8): `dataclasses.asdict(ModelArgs)` plus `llama_type`.
+//! `meta.json` (docs/spec.md §1, §8): `dataclasses.asdict(ModelArgs)` plus `llama_type`.
 //! As in `MetaModel.from_pretrained`, `max_seq_len` defaults to 4096 and overrides
 //! the file, and `vocab_size` comes from the tokenizer.
 
-use serde_json::Value;
+use serde::Deserialize;
 
 use crate::error::ConfigError;
 
@@ -64,7 +64,7 @@ pub struct MoeConfig {
     pub experts_per_token: usize,
 }
 
-/// The language model's shape (spec §1, §2).
+/// The language model's shape (docs/spec.md §1, §2).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlmConfig {
     pub llama_type: LlamaType,
@@ -87,22 +87,99 @@ pub struct LlmConfig {
 pub struct ConfigOverrides {
     /// Context length; `MetaModel.from_pretrained` uses 4096.
     pub max_seq_len: Option<usize>,
-    /// CLIP's MLP activation (QuickGELU unless set; spec §3.1).
+    /// CLIP's MLP activation (QuickGELU unless set; docs/spec.md §3.1).
     pub clip_activation: Option<crate::vision::Activation>,
     /// Keep the visual encoders off the device and load them one at a time for each
     /// image (peak memory: LLM + the largest encoder).
     pub stream_encoders: bool,
+    /// Bytes the device can hold, when known: a model that needs more is refused
+    /// before anything is allocated.
+    pub device_memory: Option<u64>,
+}
+
+/// Bounds on what a configuration may ask for (docs/design.md §7). They are far above
+/// every SPHINX variant (LLaMA-2-13B: dim 5120, 40 layers, FFN 13824) and keep every
+/// size computed from them — parameter counts, tables, caches — far from overflow.
+pub mod limits {
+    pub const MAX_WIDTH: usize = 1 << 16;
+    pub const MAX_LAYERS: usize = 1024;
+    pub const MAX_FFN: usize = 1 << 20;
+    pub const MAX_VOCAB: usize = 1 << 20;
+    pub const MAX_EXPERTS: usize = 256;
+    /// The longest context: 32 × LLaMA-2's 4096.
+    pub const MAX_SEQ_LEN: usize = 1 << 17;
+}
+
+/// `config.json` (`dataclasses.asdict(ModelArgs)`) or Meta's `params.json`: the fields
+/// the LLM's shape needs; every other field is ignored.
+#[derive(Deserialize)]
+struct ConfigFile {
+    dim: usize,
+    n_layers: usize,
+    n_heads: usize,
+    #[serde(default)]
+    n_kv_heads: Option<usize>,
+    #[serde(default)]
+    multiple_of: Option<usize>,
+    #[serde(default)]
+    ffn_dim_multiplier: Option<f64>,
+    #[serde(default)]
+    norm_eps: Option<f64>,
+    #[serde(default)]
+    rope_theta: Option<f64>,
+    #[serde(default)]
+    rope_scaling: Option<f64>,
+    /// Mixtral's expert FFN width.
+    #[serde(default)]
+    hidden_dim: Option<usize>,
+    #[serde(default)]
+    moe: Option<MoeFile>,
+}
+
+#[derive(Deserialize)]
+struct MoeFile {
+    #[serde(default = "MoeFile::default_experts")]
+    num_experts: usize,
+    #[serde(default = "MoeFile::default_per_token")]
+    num_experts_per_tok: usize,
+}
+
+impl MoeFile {
+    fn default_experts() -> usize {
+        8
+    }
+    fn default_per_token() -> usize {
+        2
+    }
+}
+
+#[derive(Deserialize)]
+struct MetaFile {
+    llama_type: String,
+}
+
+/// Parses one of a checkpoint's JSON files into `T`, naming the file in the error.
+pub(crate) fn parse_json<'a, T: Deserialize<'a>>(text: &'a str, file: &str) -> Result<T, ConfigError> {
+    serde_json::from_str(text).map_err(|e| ConfigError::Json { file: file.into(), reason: e.to_string() })
 }
 
 pub const DEFAULT_MAX_SEQ_LEN: usize = 4096;
 
-/// `int(2*(4*dim)/3)`, scaled by `ffn_dim_multiplier`, rounded up to `multiple_of` (llama.py FeedForward).
-pub fn llama_ffn_hidden(dim: usize, multiple_of: usize, ffn_dim_multiplier: Option<f64>) -> usize {
+/// `int(2*(4*dim)/3)`, scaled by `ffn_dim_multiplier`, rounded up to `multiple_of` (llama.py
+/// FeedForward). `None` when the inputs are out of bounds (zero `multiple_of`, a
+/// non-positive or non-finite multiplier, a result past [`limits::MAX_FFN`]).
+pub fn llama_ffn_hidden(dim: usize, multiple_of: usize, ffn_dim_multiplier: Option<f64>) -> Option<usize> {
+    if multiple_of == 0 || multiple_of > limits::MAX_FFN || dim > limits::MAX_WIDTH {
+        return None;
+    }
     let mut h = (2.0 * (4 * dim) as f64 / 3.0) as usize;
     if let Some(m) = ffn_dim_multiplier {
+        if !(m.is_finite() && m > 0.0 && m * h as f64 <= limits::MAX_FFN as f64) {
+            return None;
+        }
         h = (m * h as f64) as usize;
     }
-    multiple_of * h.div_ceil(multiple_of)
+    Some(multiple_of * h.div_ceil(multiple_of)).filter(|&h| h <= limits::MAX_FFN)
 }
 
 impl LlmConfig {
@@ -118,7 +195,7 @@ impl LlmConfig {
         ("SPHINX-Tiny-1k", LlamaType::LlamaEns5Light),
     ];
 
-    /// The full-size LLM of a variant (spec §1: LLaMA-2-13B, Mixtral-8x7B, TinyLlama-1.1B).
+    /// The full-size LLM of a variant (docs/spec.md §1: LLaMA-2-13B, Mixtral-8x7B, TinyLlama-1.1B).
     pub fn full_size(t: LlamaType) -> Self {
         let base = |dim, n_layers, n_heads, n_kv_heads, ffn_hidden, rope_theta, moe| LlmConfig {
             llama_type: t,
@@ -154,51 +231,32 @@ impl LlmConfig {
         vocab_size: usize,
         overrides: &ConfigOverrides,
     ) -> Result<Self, ConfigError> {
-        let json = |text: &str, file: &str| -> Result<Value, ConfigError> {
-            serde_json::from_str(text).map_err(|e| ConfigError::Json { file: file.into(), reason: e.to_string() })
-        };
-        let meta = json(meta, "meta.json")?;
-        let llama_type = meta["llama_type"]
-            .as_str()
-            .ok_or_else(|| ConfigError::Field { file: "meta.json".into(), field: "llama_type".into() })?;
-        let llama_type = LlamaType::parse(llama_type)?;
-        let c = json(config, "config.json")?;
-        let field = |f: &str| ConfigError::Field { file: "config.json".into(), field: f.into() };
-        let usize_of = |f: &str| c[f].as_u64().map(|v| v as usize).ok_or_else(|| field(f));
-        let opt_f64 = |f: &str| if c[f].is_null() { Ok(None) } else { c[f].as_f64().map(Some).ok_or_else(|| field(f)) };
-
-        let dim = usize_of("dim")?;
-        let n_layers = usize_of("n_layers")?;
-        let n_heads = usize_of("n_heads")?;
-        let n_kv_heads = if c["n_kv_heads"].is_null() { n_heads } else { usize_of("n_kv_heads")? };
-        let norm_eps = opt_f64("norm_eps")?.unwrap_or(1e-5);
-        let default_theta = if llama_type.is_moe() { 1e6 } else { 10000.0 };
-        let rope_theta = opt_f64("rope_theta")?.unwrap_or(default_theta);
-        let rope_scaling = opt_f64("rope_scaling")?;
+        let meta: MetaFile = parse_json(meta, "meta.json")?;
+        let llama_type = LlamaType::parse(&meta.llama_type)?;
+        let c: ConfigFile = parse_json(config, "config.json")?;
+        let invalid = |m: String| ConfigError::Invalid(m);
         let (ffn_hidden, moe) = if llama_type.is_moe() {
-            let moe = &c["moe"];
-            let get = |k: &str, d: u64| if moe[k].is_null() { Ok(d) } else { moe[k].as_u64().ok_or_else(|| field(&format!("moe.{k}"))) };
-            let moe = MoeConfig {
-                num_experts: get("num_experts", 8)? as usize,
-                experts_per_token: get("num_experts_per_tok", 2)? as usize,
-            };
-            let hidden = if c["hidden_dim"].is_null() { 16384 } else { usize_of("hidden_dim")? };
-            (hidden, Some(moe))
+            let moe = c.moe.unwrap_or(MoeFile { num_experts: 8, num_experts_per_tok: 2 });
+            let moe = MoeConfig { num_experts: moe.num_experts, experts_per_token: moe.num_experts_per_tok };
+            (c.hidden_dim.unwrap_or(16384), Some(moe))
         } else {
-            let multiple_of = if c["multiple_of"].is_null() { 256 } else { usize_of("multiple_of")? };
-            (llama_ffn_hidden(dim, multiple_of, opt_f64("ffn_dim_multiplier")?), None)
+            let multiple_of = c.multiple_of.unwrap_or(256);
+            let hidden = llama_ffn_hidden(c.dim, multiple_of, c.ffn_dim_multiplier).ok_or_else(|| {
+                invalid(format!("FFN width from dim {}, multiple_of {multiple_of}, ffn_dim_multiplier {:?} is out of bounds", c.dim, c.ffn_dim_multiplier))
+            })?;
+            (hidden, None)
         };
         let cfg = LlmConfig {
             llama_type,
-            dim,
-            n_layers,
-            n_heads,
-            n_kv_heads,
+            dim: c.dim,
+            n_layers: c.n_layers,
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads.unwrap_or(c.n_heads),
             vocab_size,
             ffn_hidden,
-            norm_eps,
-            rope_theta,
-            rope_scaling,
+            norm_eps: c.norm_eps.unwrap_or(1e-5),
+            rope_theta: c.rope_theta.unwrap_or(if llama_type.is_moe() { 1e6 } else { 10000.0 }),
+            rope_scaling: c.rope_scaling,
             max_seq_len: overrides.max_seq_len.unwrap_or(DEFAULT_MAX_SEQ_LEN),
             moe,
         };
@@ -206,26 +264,50 @@ impl LlmConfig {
         Ok(cfg)
     }
 
+    /// Every size within [`limits`], every divisor non-zero, every float finite and positive.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        use limits::*;
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        if self.dim == 0 || self.n_heads == 0 || self.n_layers == 0 || self.vocab_size == 0 {
-            return bad("dim, n_heads, n_layers and vocab_size must be positive".into());
-        }
+        let within = |name: &str, v: usize, max: usize| -> Result<(), ConfigError> {
+            if v == 0 || v > max {
+                return Err(ConfigError::Invalid(format!("{name} = {v} is outside 1..={max}")));
+            }
+            Ok(())
+        };
+        within("dim", self.dim, MAX_WIDTH)?;
+        within("n_layers", self.n_layers, MAX_LAYERS)?;
+        within("n_heads", self.n_heads, self.dim)?;
+        within("n_kv_heads", self.n_kv_heads, self.n_heads)?;
+        within("vocab_size", self.vocab_size, MAX_VOCAB)?;
+        within("FFN hidden size", self.ffn_hidden, MAX_FFN)?;
+        within("max_seq_len", self.max_seq_len, MAX_SEQ_LEN)?;
         if self.dim % self.n_heads != 0 || self.head_dim() % 2 != 0 {
             return bad(format!("dim {} must split into {} heads of even size", self.dim, self.n_heads));
         }
-        if self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+        if self.n_heads % self.n_kv_heads != 0 {
             return bad(format!("n_heads {} is not a multiple of n_kv_heads {}", self.n_heads, self.n_kv_heads));
         }
-        if self.max_seq_len == 0 {
-            return bad("max_seq_len must be positive".into());
-        }
-        if let Some(m) = self.moe {
-            if m.experts_per_token == 0 || m.experts_per_token > m.num_experts {
-                return bad(format!("{} experts per token of {}", m.experts_per_token, m.num_experts));
+        for (name, v) in [("norm_eps", Some(self.norm_eps)), ("rope_theta", Some(self.rope_theta)), ("rope_scaling", self.rope_scaling)] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0) {
+                    return bad(format!("{name} = {v} must be finite and positive"));
+                }
             }
         }
+        if let Some(m) = self.moe {
+            within("moe.num_experts", m.num_experts, MAX_EXPERTS)?;
+            within("moe.num_experts_per_tok", m.experts_per_token, m.num_experts)?;
+        }
         Ok(())
+    }
+
+    /// Bytes on the device once loaded in f32: the weights, the rotary tables for
+    /// `2 · max_seq_len` positions and a KV cache filled to `max_seq_len`.
+    pub fn device_bytes(&self) -> u64 {
+        let hd = self.head_dim() as u64;
+        let rope = 2 * self.max_seq_len as u64 * hd; // cos and sin, [2 · S, hd / 2] each
+        let kv = 2 * self.n_layers as u64 * self.max_seq_len as u64 * self.n_kv_heads as u64 * hd;
+        4 * (self.parameter_count() + rope + kv)
     }
 
     /// Number of LLM parameters.
@@ -281,8 +363,34 @@ mod tests {
 
     #[test]
     fn ffn_formula_with_multiplier() {
-        assert_eq!(llama_ffn_hidden(32, 32, Some(1.5)), 128);
-        assert_eq!(llama_ffn_hidden(4096, 256, None), 11008);
+        assert_eq!(llama_ffn_hidden(32, 32, Some(1.5)), Some(128));
+        assert_eq!(llama_ffn_hidden(4096, 256, None), Some(11008));
+        assert_eq!(llama_ffn_hidden(4096, 0, None), None);
+        assert_eq!(llama_ffn_hidden(4096, 256, Some(f64::NAN)), None);
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_before_any_allocation() {
+        let meta = r#"{"llama_type": "llama"}"#;
+        for cfg in [
+            r#"{"dim": 64, "n_layers": 1000000000, "n_heads": 4}"#,
+            r#"{"dim": 1099511627776, "n_layers": 2, "n_heads": 4}"#,
+            r#"{"dim": 64, "n_layers": 2, "n_heads": 4, "multiple_of": 0}"#,
+            r#"{"dim": 64, "n_layers": 2, "n_heads": 4, "rope_theta": 0}"#,
+            r#"{"dim": 64, "n_layers": 2, "n_heads": 4, "norm_eps": -1e-5}"#,
+            r#"{"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 0}"#,
+            r#"{"dim": 64, "n_layers": 0, "n_heads": 4}"#,
+        ] {
+            let e = LlmConfig::from_json(cfg, meta, 100, &Default::default());
+            assert!(matches!(e, Err(ConfigError::Invalid(_))), "{cfg}: {e:?}");
+        }
+        for cfg in [r#"{"dim": -64, "n_layers": 2, "n_heads": 4}"#, r#"{"dim": 64.5, "n_layers": 2, "n_heads": 4}"#] {
+            let e = LlmConfig::from_json(cfg, meta, 100, &Default::default());
+            assert!(matches!(e, Err(ConfigError::Json { .. })), "{cfg}: {e:?}");
+        }
+        let long = ConfigOverrides { max_seq_len: Some(100_000_000), ..Default::default() };
+        let e = LlmConfig::from_json(r#"{"dim": 64, "n_layers": 2, "n_heads": 4}"#, meta, 100, &long);
+        assert!(matches!(e, Err(ConfigError::Invalid(m)) if m.contains("max_seq_len")));
     }
 
     #[test]
@@ -294,6 +402,6 @@ mod tests {
         let e = LlmConfig::from_json(r#"{"dim": 64, "n_layers": 2, "n_heads": 3}"#, meta, 100, &Default::default());
         assert!(matches!(e, Err(ConfigError::Invalid(_))));
         let e = LlmConfig::from_json(r#"{"n_layers": 2, "n_heads": 4}"#, meta, 100, &Default::default());
-        assert!(matches!(e, Err(ConfigError::Field { field, .. }) if field == "dim"));
+        assert!(matches!(e, Err(ConfigError::Json { reason, .. }) if reason.contains("missing field `dim`")));
     }
 }

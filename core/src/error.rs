@@ -16,6 +16,8 @@ pub enum WeightError {
     BadArchive { file: String, reason: String },
     #[error("checkpoint pickle in '{file}' cannot be read: {reason}")]
     BadPickle { file: String, reason: String },
+    #[error("web manifest (manifest.json) is invalid: {reason}")]
+    BadManifest { reason: String },
     #[error("safetensors file '{file}' is invalid: {reason}")]
     BadSafetensors { file: String, reason: String },
     #[error("tensor '{name}' in '{file}' needs bytes {start}..{end} but the file has {len} (truncated?)")]
@@ -70,6 +72,8 @@ pub enum ConfigError {
     UnknownLlamaType(String, String),
     #[error("invalid model configuration: {0}")]
     Invalid(String),
+    #[error("the model needs {need} bytes ({need_gib:.2} GiB) on the device but it has {have} ({have_gib:.2} GiB) available", need_gib = *.need as f64 / (1u64 << 30) as f64, have_gib = *.have as f64 / (1u64 << 30) as f64)]
+    TooLarge { need: u64, have: u64 },
 }
 
 #[derive(Debug, Error)]

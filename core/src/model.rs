@@ -1,5 +1,5 @@
 //! A loaded model: configuration, tokenizer and language model, from the files of
-//! one checkpoint directory (spec §8). Callers hand over the bytes; this module
+//! one checkpoint directory (docs/spec.md §8). Callers hand over the bytes; this module
 //! decides what they mean.
 
 use std::sync::Mutex;
@@ -73,8 +73,8 @@ pub struct SphinxModel {
     pub tokenizer: Tokenizer,
     pub llm: Llm,
     pub vision: Option<VisionTower>,
-    /// The projected visual tokens of the last few images, by content hash.
-    image_cache: Mutex<Vec<(u64, (PaddedSquare, Tensor<3>))>>,
+    /// The projected visual tokens of the last few images, by the SHA-256 of their bytes.
+    image_cache: Mutex<Vec<([u8; 32], (PaddedSquare, Tensor<3>))>>,
 }
 
 /// A weight source with no tensors, for calling [`SphinxModel::image_tokens`] with
@@ -128,6 +128,14 @@ impl SphinxModel {
                 clip.act = act;
             }
         }
+        let vision_bytes = match &vision_config {
+            Some(vc) if !overrides.stream_encoders => 4 * vc.parameter_count(),
+            _ => 0,
+        };
+        let need = config.device_bytes() + vision_bytes;
+        if let Some(have) = overrides.device_memory.filter(|&have| need > have) {
+            return Err(ConfigError::TooLarge { need, have }.into());
+        }
         let loader = WeightLoader::new(source, device, on_progress);
         let llm = Llm::load(&config, &loader).await?;
         let vision = match &vision_config {
@@ -144,7 +152,7 @@ impl SphinxModel {
         self.config.llama_type
     }
 
-    /// Decodes an image and makes the views this variant's encoders see (spec §4).
+    /// Decodes an image and makes the views this variant's encoders see (docs/spec.md §4).
     pub fn preprocess(&self, image: &[u8], opts: &DecodeOptions) -> Result<(PaddedSquare, Views)> {
         let vc = self.vision_config.as_ref().ok_or_else(|| {
             ConfigError::Invalid(format!("'{}' is a text-only model: it takes no image", self.config.llama_type.name()))
@@ -184,11 +192,13 @@ impl SphinxModel {
         opts: &DecodeOptions,
         source: Option<&S>,
     ) -> Result<(PaddedSquare, Tensor<3>)> {
-        let key = {
-            let mut h = std::hash::DefaultHasher::new();
-            std::hash::Hash::hash(image, &mut h);
-            std::hash::Hash::hash(&opts.apply_exif_orientation, &mut h);
-            std::hash::Hasher::finish(&h)
+        // A cryptographic hash: two different images never share an entry.
+        let key: [u8; 32] = {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            h.update([opts.apply_exif_orientation as u8]);
+            h.update(image);
+            h.finalize().into()
         };
         if let Some((_, hit)) = self.image_cache.lock().ok().and_then(|c| c.iter().find(|(k, _)| *k == key).cloned()) {
             return Ok(hit);

@@ -10,7 +10,9 @@ use sphinx_core::generate::ChatSession;
 use sphinx_core::preprocess::DecodeOptions;
 use sphinx_core::tasks::parse_answer;
 
-use crate::{encode_image_file, load_model, ModelArgs, SamplingArgs};
+use sphinx_native::load::{encode_image_file, load_model, ModelArgs};
+
+use crate::SamplingArgs;
 
 #[derive(Args)]
 pub struct ChatArgs {

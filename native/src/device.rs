@@ -18,10 +18,38 @@ pub enum DeviceChoice {
     Cpu,
 }
 
-/// The device, and a human-readable description of it.
-pub fn init_device(choice: DeviceChoice) -> Result<(Device, String)> {
+/// An open device.
+pub struct OpenDevice {
+    pub device: Device,
+    /// Human-readable: adapter name, API and type.
+    pub description: String,
+    /// Whether its memory is the host's (the CPU backend, software adapters such as
+    /// lavapipe), so the host's available memory bounds what it can hold.
+    pub host_memory: bool,
+}
+
+impl OpenDevice {
+    fn cpu() -> Self {
+        Self { device: Device::flex(), description: "CPU (Burn flex)".into(), host_memory: true }
+    }
+
+    /// Bytes a model may use on this device, when known.
+    pub fn memory_budget(&self) -> Option<u64> {
+        if self.host_memory { available_host_memory() } else { None }
+    }
+}
+
+/// `MemAvailable` from /proc/meminfo (Linux), in bytes.
+pub fn available_host_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok()?.checked_mul(1024)
+}
+
+/// Opens the device `choice` names.
+pub fn init_device(choice: DeviceChoice) -> Result<OpenDevice> {
     let api = match choice {
-        DeviceChoice::Cpu => return Ok((Device::flex(), "CPU (Burn flex)".into())),
+        DeviceChoice::Cpu => return Ok(OpenDevice::cpu()),
         DeviceChoice::Auto | DeviceChoice::Wgpu => WgpuBackend::Auto,
         DeviceChoice::Vulkan => WgpuBackend::Vulkan,
         DeviceChoice::Metal => WgpuBackend::Metal,
@@ -33,15 +61,16 @@ pub fn init_device(choice: DeviceChoice) -> Result<(Device, String)> {
         Ok((device, setup)) => {
             let info = setup.adapter.get_info();
             let what = format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type);
-            if choice == DeviceChoice::Auto && info.device_type == wgpu::DeviceType::Cpu {
+            let software = info.device_type == wgpu::DeviceType::Cpu;
+            if choice == DeviceChoice::Auto && software {
                 log::info!("only a software GPU ({what}) was found; using the CPU backend");
-                return Ok((Device::flex(), "CPU (Burn flex)".into()));
+                return Ok(OpenDevice::cpu());
             }
-            Ok((device, what))
+            Ok(OpenDevice { device, description: what, host_memory: software })
         }
         Err(e) if choice == DeviceChoice::Auto => {
             log::info!("no GPU through wgpu ({e}); using the CPU backend");
-            Ok((Device::flex(), "CPU (Burn flex)".into()))
+            Ok(OpenDevice::cpu())
         }
         Err(e) => Err(anyhow!("cannot open a {choice:?} device: {e}")),
     }

@@ -3,5 +3,10 @@
 //! model computes; that is all in `sphinx-core`.
 
 pub mod device;
+pub mod files;
+pub mod load;
+pub mod shards;
+pub mod staging;
 pub mod model_dir;
+pub mod process;
 pub mod views;

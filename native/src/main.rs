@@ -5,17 +5,18 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::HumanBytes;
 use sphinx_core::api::{AskOptions, AskResult, ParsedAnswer};
-use sphinx_core::config::{ConfigOverrides, LlmConfig};
+use sphinx_core::config::LlmConfig;
 use sphinx_core::generate::{generate, Conversation, GenerationOptions, StopReason};
-use sphinx_core::model::{open_checkpoint, SphinxModel};
+use sphinx_core::model::open_checkpoint;
 use sphinx_core::preprocess::{decode_image, DecodeOptions, PaddedSquare};
 use sphinx_core::tasks::{rasterize, TaskKind};
-use sphinx_core::vision::{Activation, VisionConfig};
+use sphinx_core::vision::VisionConfig;
 use sphinx_core::tokenizer::Tokenizer;
 use sphinx_core::weights::WeightSource;
-use sphinx_native::device::{init_device, DeviceChoice};
+use sphinx_native::device::DeviceChoice;
+use sphinx_native::load::{encode_image_file, load_model, read_image_file, ModelArgs};
 use sphinx_native::model_dir::open_model_dir;
 use sphinx_native::views;
 
@@ -24,10 +25,6 @@ mod convert;
 mod mix;
 mod serve;
 
-/// The model used when `--model` is not given: SPHINX-Micro, a small SPHINX (`llama_ens`)
-/// trained on coloured shapes by `training/train.py` and kept in the repository, so
-/// every command runs without a download and gives real answers about its example image.
-pub const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/sphinx-micro");
 
 #[derive(Parser)]
 #[command(name = "sphinx", version, about = "Run SPHINX multi-modal LLMs locally (Vulkan, Metal, DX12 or CPU).")]
@@ -92,41 +89,6 @@ struct ViewsArgs {
     /// Refuse images with more pixels than this (decompression-bomb guard).
     #[arg(long, default_value_t = sphinx_core::preprocess::DEFAULT_MAX_PIXELS)]
     max_pixels: u64,
-}
-
-#[derive(Args)]
-pub struct ModelArgs {
-    /// Checkpoint directory (consolidated.NN-of-MM.model.pth or *.safetensors, config.json, meta.json,
-    /// tokenizer.model). Defaults to the tiny test model kept in the repository.
-    #[arg(long, default_value = DEFAULT_MODEL)]
-    pub model: PathBuf,
-    /// SentencePiece tokenizer to use instead of MODEL/tokenizer.model.
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
-    /// Context length in tokens (prompt + answer, image tokens included); the official loader uses 4096.
-    #[arg(long)]
-    pub max_seq_len: Option<usize>,
-    /// Use exact (erf) GELU in CLIP instead of OpenAI's QuickGELU, as the official inference
-    /// code does when it builds CLIP without pretrained weights.
-    #[arg(long)]
-    pub clip_gelu: bool,
-    /// Keep the visual encoders off the device and load them one at a time per image:
-    /// peak memory is the LLM plus the largest encoder, at the cost of reading them each time.
-    #[arg(long)]
-    pub stream_encoders: bool,
-    /// Mix this model with a second fine-tune while loading: --model is the real-data one,
-    /// --mix-with the synthetic one (weights β·model + (1−β)·mix-with).
-    #[arg(long)]
-    pub mix_with: Option<PathBuf>,
-    /// β for --mix-with.
-    #[arg(long, default_value_t = 0.5)]
-    pub beta: f64,
-    /// Mixing rules for --mix-with, as for `sphinx mix`.
-    #[arg(long = "rule")]
-    pub rules: Vec<String>,
-    /// Allow β outside [0, 1].
-    #[arg(long)]
-    pub extrapolate: bool,
 }
 
 #[derive(Args)]
@@ -200,10 +162,15 @@ impl SamplingArgs {
 
 fn parse_region(s: &str) -> Result<[f64; 4], String> {
     let v: Vec<f64> = s.split(',').map(|x| x.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|e| format!("{e}"))?;
-    <[f64; 4]>::try_from(v).map_err(|_| "expected four numbers: x1,y1,x2,y2".to_string())
+    let r = <[f64; 4]>::try_from(v).map_err(|_| "expected four numbers: x1,y1,x2,y2".to_string())?;
+    if !r.iter().all(|x| x.is_finite() && *x >= 0.0) {
+        return Err("the region's coordinates must be finite pixel positions ≥ 0".into());
+    }
+    Ok(r)
 }
 
 fn main() {
+    sphinx_native::process::quiet_setup();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
@@ -227,7 +194,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Convert(a) => convert::run_convert(a),
         Command::ServeDemo(a) => serve::run_serve(a),
         Command::Draw(a) => {
-            let bytes = std::fs::read(&a.image).with_context(|| format!("reading {}", a.image.display()))?;
+            let bytes = read_image_file(&a.image)?;
             let mut img = decode_image(&bytes, &DecodeOptions::default())?;
             let parsed = ParsedAnswer::of(&a.answer, Some(PaddedSquare::new(img.width, img.height)));
             rasterize(&mut img, &parsed.drawing);
@@ -243,61 +210,6 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Views(a) => views::run_views(a.image, &a.variant, a.output, a.exif, a.max_pixels),
     }
-}
-
-pub fn overrides(a: &ModelArgs) -> ConfigOverrides {
-    ConfigOverrides {
-        max_seq_len: a.max_seq_len,
-        clip_activation: a.clip_gelu.then_some(Activation::Gelu),
-        stream_encoders: a.stream_encoders,
-    }
-}
-
-/// Opens the device and loads the model with a progress bar.
-pub fn load_model(m: &ModelArgs, device: DeviceChoice) -> Result<SphinxModel> {
-    let (device, what) = init_device(device)?;
-    eprintln!("device: {what}");
-    let manifest_path = m.model.join("manifest.json");
-    if manifest_path.is_file() {
-        // A directory written by `sphinx convert --web`.
-        let manifest = sphinx_core::weights::WebManifest::parse(&std::fs::read_to_string(&manifest_path)?)?;
-        let tokenizer = std::fs::read(m.model.join(&manifest.tokenizer.file))?;
-        let source = sphinx_core::weights::ManifestSource::new(manifest.clone(), convert::LocalShards::new(&m.model, &manifest));
-        return pollster::block_on(SphinxModel::load_from(&manifest.config_json, &manifest.meta_json, &tokenizer, &source, &device, &overrides(m), &mut |_| {}))
-            .with_context(|| format!("loading {}", m.model.display()));
-    }
-    let files = open_model_dir(&m.model, m.tokenizer.as_deref())?;
-    if let Some(other) = &m.mix_with {
-        return load_mixed(m, files, other, &device);
-    }
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("loading {bar:30} {bytes}/{total_bytes} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let mut on_progress = |p: &sphinx_core::weights::LoadProgress| {
-        bar.set_length(p.total_bytes);
-        bar.set_position(p.done_bytes);
-    };
-    let model = pollster::block_on(SphinxModel::load(files, &device, &overrides(m), &mut on_progress))
-        .with_context(|| format!("loading {}", m.model.display()))?;
-    bar.finish_and_clear();
-    Ok(model)
-}
-
-/// Loads `m.model` mixed with `other` on the device, tensor by tensor.
-fn load_mixed(m: &ModelArgs, files: sphinx_core::model::ModelFiles<sphinx_native::model_dir::MmapBytes>, other: &Path, device: &burn::tensor::Device) -> Result<SphinxModel> {
-    let synthetic = open_model_dir(other, m.tokenizer.as_deref())?;
-    sphinx_core::mixing::check_same_architecture((&files.config_json, &files.meta_json), (&synthetic.config_json, &synthetic.meta_json))?;
-    let source = sphinx_core::mixing::MixedSource::new(
-        open_checkpoint(files.checkpoints)?,
-        open_checkpoint(synthetic.checkpoints)?,
-        mix::rules(m.beta, &m.rules)?,
-        m.extrapolate,
-    )?;
-    let model = pollster::block_on(SphinxModel::load_from(&files.config_json, &files.meta_json, &files.tokenizer_model, &source, device, &overrides(m), &mut |_| {}))
-        .with_context(|| format!("loading the mix of {} and {}", m.model.display(), other.display()))?;
-    eprintln!("[mixed while loading: β = {} of {} + {} of {}]", m.beta, m.model.display(), 1.0 - m.beta, other.display());
-    Ok(model)
 }
 
 fn run_generate(a: GenerateArgs) -> Result<()> {
@@ -328,7 +240,11 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
     let g = pollster::block_on(generate(&model.llm, &model.tokenizer, &mut cache, &ids, tokens, &opts, &mut on_text))?;
     let result = AskResult::new(&g, geometry);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        // The ids let answers be compared token for token across runtimes.
+        let mut json = serde_json::to_value(&result)?;
+        json["prompt_ids"] = serde_json::json!(ids);
+        json["token_ids"] = serde_json::json!(g.tokens);
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         println!();
     }
@@ -353,39 +269,10 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-/// An image read, decoded and encoded for the model.
-pub struct EncodedImage {
-    pub pixels: sphinx_core::preprocess::RgbImage,
-    pub geometry: PaddedSquare,
-    pub tokens: burn::tensor::Tensor<3>,
-}
-
-pub fn encode_image_file(model: &SphinxModel, path: &Path, decode: &DecodeOptions, m: &ModelArgs) -> Result<EncodedImage> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let t0 = web_time::Instant::now();
-    let source = if m.stream_encoders { Some(open_checkpoint(open_model_dir(&m.model, m.tokenizer.as_deref())?.checkpoints)?) } else { None };
-    let (geometry, tokens) = pollster::block_on(model.image_tokens(&bytes, decode, source.as_ref()))
-        .with_context(|| format!("encoding {}", path.display()))?;
-    eprintln!("[image: {} tokens in {:.2}s]", tokens.dims()[1], t0.elapsed().as_secs_f64());
-    let pixels = decode_image(&bytes, decode)?;
-    Ok(EncodedImage { pixels, geometry, tokens })
-}
-
-fn human_bytes(b: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    format!("{v:.1} {}", units[u])
-}
-
 fn run_info(a: ModelArgs) -> Result<()> {
     let files = open_model_dir(&a.model, a.tokenizer.as_deref())?;
     let tokenizer = Tokenizer::from_model_bytes(&files.tokenizer_model)?;
-    let config = LlmConfig::from_json(&files.config_json, &files.meta_json, tokenizer.vocab_size(), &overrides(&a))?;
+    let config = LlmConfig::from_json(&files.config_json, &files.meta_json, tokenizer.vocab_size(), &a.overrides())?;
     let json: serde_json::Value = serde_json::from_str(&files.config_json).context("config.json")?;
     let vision = VisionConfig::for_llama_type(config.llama_type, &json, config.dim)?;
     let n_files = files.checkpoints.len();
@@ -395,7 +282,7 @@ fn run_info(a: ModelArgs) -> Result<()> {
         print_vision(v);
     }
     let total = config.parameter_count() + vision.as_ref().map_or(0, |v| v.parameter_count());
-    println!("in memory    {} as f32 on the device (LLM + encoders)", human_bytes(total * 4));
+    println!("in memory    {} as f32 on the device (LLM + encoders)", HumanBytes(total * 4));
     Ok(())
 }
 
@@ -464,6 +351,6 @@ fn print_info(dir: &Path, c: &LlmConfig, source: &impl WeightSource, n_files: us
     println!("vocab        {} · rope θ {} · norm eps {} · max_seq_len {}", c.vocab_size, c.rope_theta, c.norm_eps, c.max_seq_len);
     println!("LLM params   {params} ({:.3} B)", params as f64 / 1e9);
     for (dtype, (n, bytes)) in &by_dtype {
-        println!("stored       {dtype}: {n} values, {}", human_bytes(*bytes));
+        println!("stored       {dtype}: {n} values, {}", HumanBytes(*bytes));
     }
 }

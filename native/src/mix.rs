@@ -5,13 +5,15 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use sphinx_core::mixing::{check_same_architecture, MixRules, MixedSource};
+use sphinx_core::mixing::{check_same_architecture, MixedSource};
 use sphinx_core::model::open_checkpoint;
 use sphinx_core::weights::{safetensors_header, WeightSource};
+use sphinx_native::load::mix_rules;
 use sphinx_native::model_dir::{open_model_dir_with, FileBytes};
+use sphinx_native::staging::Staging;
 
 #[derive(Args)]
 pub struct MixArgs {
@@ -39,12 +41,6 @@ pub struct MixArgs {
     output: PathBuf,
 }
 
-/// The rules of a mix from the command line.
-pub fn rules(beta: f64, extra: &[String]) -> Result<MixRules> {
-    let extra = extra.iter().map(|r| MixRules::parse_rule(r)).collect::<Result<Vec<_>, _>>()?;
-    Ok(MixRules::with_overrides(beta, extra))
-}
-
 /// Peak resident memory of this process (Linux), for the closing report.
 fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -57,27 +53,16 @@ fn dir_size(dir: &Path) -> u64 {
 }
 
 pub fn run_mix(a: MixArgs) -> Result<()> {
-    if a.output.exists() {
-        bail!("{} already exists", a.output.display());
-    }
     let real = open_model_dir_with(&a.real, None, FileBytes::open)?;
     let synthetic = open_model_dir_with(&a.synthetic, None, FileBytes::open)?;
     check_same_architecture((&real.config_json, &real.meta_json), (&synthetic.config_json, &synthetic.meta_json))?;
     let (config_json, meta_json, tokenizer) = (real.config_json.clone(), real.meta_json.clone(), real.tokenizer_model.clone());
-    let source = MixedSource::new(open_checkpoint(real.checkpoints)?, open_checkpoint(synthetic.checkpoints)?, rules(a.beta, &a.rules)?, a.extrapolate)?
+    let source = MixedSource::new(open_checkpoint(real.checkpoints)?, open_checkpoint(synthetic.checkpoints)?, mix_rules(a.beta, &a.rules)?, a.extrapolate)?
         .check_finite(a.check_finite);
 
-    let partial = a.output.with_extension("partial");
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial).with_context(|| format!("removing the leftover {}", partial.display()))?;
-    }
-    std::fs::create_dir_all(&partial)?;
-    let result = write_mix(&source, &partial, &config_json, &meta_json, &tokenizer, &a);
-    if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&partial);
-        return Err(e);
-    }
-    std::fs::rename(&partial, &a.output).with_context(|| format!("renaming to {}", a.output.display()))?;
+    let staging = Staging::new(&a.output)?;
+    write_mix(&source, staging.dir(), &config_json, &meta_json, &tokenizer, &a)?;
+    staging.commit()?;
     let mb = |b: u64| b as f64 / (1 << 20) as f64;
     eprintln!(
         "[mixed {} ({:.1} MiB) and {} ({:.1} MiB) into {} ({:.1} MiB); peak resident memory {}]",
@@ -99,7 +84,7 @@ fn write_mix<S: WeightSource>(source: &S, dir: &Path, config: &str, meta: &str, 
     let metadata = [("format".to_string(), "pt".to_string()), ("mix".to_string(), mix_note(a))].into_iter().collect();
     let path = dir.join("model.safetensors");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
-    out.write_all(&safetensors_header(&infos, &metadata))?;
+    out.write_all(&safetensors_header(&infos, &metadata)?)?;
     let bar = ProgressBar::new(total).with_style(
         ProgressStyle::with_template("mixing {bar:30} {bytes}/{total_bytes} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
@@ -119,7 +104,9 @@ fn write_mix<S: WeightSource>(source: &S, dir: &Path, config: &str, meta: &str, 
     Ok(())
 }
 
+/// What the output's metadata records: the inputs' directory names (not the paths of
+/// the machine it ran on), β and the rules.
 fn mix_note(a: &MixArgs) -> String {
-    serde_json::json!({"real": a.real.display().to_string(), "synthetic": a.synthetic.display().to_string(), "beta": a.beta, "rules": a.rules})
-        .to_string()
+    let name = |p: &Path| p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned());
+    serde_json::json!({"real": name(&a.real), "synthetic": name(&a.synthetic), "beta": a.beta, "rules": a.rules}).to_string()
 }

@@ -1,4 +1,4 @@
-//! A checkpoint directory on disk, as LLaMA2-Accessory ships it (spec §8):
+//! A checkpoint directory on disk, as LLaMA2-Accessory ships it (docs/spec.md §8):
 //! `consolidated.NN-of-MM.model.pth` (or one `*.safetensors`), `config.json` or
 //! `params.json`, `meta.json`, `tokenizer.model`. Checkpoints are memory-mapped, so
 //! reading one tensor touches only its pages.
@@ -12,6 +12,8 @@ use sphinx_core::error::WeightError;
 use sphinx_core::model::ModelFiles;
 use sphinx_core::weights::{copy_range, ByteSource};
 
+use crate::files::{read_limited, regular_file, ModelDir, MAX_SMALL_FILE};
+
 /// A memory-mapped checkpoint file.
 pub struct MmapBytes {
     name: String,
@@ -20,6 +22,7 @@ pub struct MmapBytes {
 
 impl MmapBytes {
     pub fn open(path: &Path) -> Result<Self> {
+        regular_file(path)?;
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         // SAFETY: the map is read-only; a checkpoint modified while in use is the user's error,
         // and every read is bounds-checked against the length taken here.
@@ -50,6 +53,7 @@ pub struct FileBytes {
 
 impl FileBytes {
     pub fn open(path: &Path) -> Result<Self> {
+        regular_file(path)?;
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let len = file.metadata()?.len();
         Ok(Self { name: path.display().to_string(), file, len })
@@ -89,25 +93,19 @@ impl ByteSource for FileBytes {
     }
 }
 
-/// The checkpoint files of a model directory, sorted by name.
-pub fn checkpoint_paths(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading model directory {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            (n.starts_with("consolidated.") && n.ends_with(".pth")) || n.ends_with(".safetensors")
-        })
+/// The checkpoint files of a model directory, sorted by name, each checked to be a
+/// regular file inside it.
+pub fn checkpoint_paths(dir: &ModelDir) -> Result<Vec<PathBuf>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .with_context(|| format!("reading model directory {}", dir.path().display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| (n.starts_with("consolidated.") && n.ends_with(".pth")) || n.ends_with(".safetensors"))
         .collect();
-    paths.sort();
-    if paths.is_empty() {
-        bail!("{} holds no consolidated.NN-of-MM.model.pth or .safetensors checkpoint", dir.display());
+    names.sort();
+    if names.is_empty() {
+        bail!("{} holds no consolidated.NN-of-MM.model.pth or .safetensors checkpoint", dir.path().display());
     }
-    Ok(paths)
-}
-
-fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    names.iter().map(|n| dir.resolve(n)).collect()
 }
 
 /// Reads a model directory. `tokenizer` overrides `DIR/tokenizer.model`.
@@ -115,23 +113,24 @@ pub fn open_model_dir(dir: &Path, tokenizer: Option<&Path>) -> Result<ModelFiles
     open_model_dir_with(dir, tokenizer, MmapBytes::open)
 }
 
-/// [`open_model_dir`] with checkpoints opened by `open`.
+/// [`open_model_dir`] with checkpoints opened by `open`. Every file is read through
+/// [`ModelDir`]: regular files inside the directory only, small files bounded.
 pub fn open_model_dir_with<B: ByteSource>(
     dir: &Path,
     tokenizer: Option<&Path>,
     open: impl Fn(&Path) -> Result<B>,
 ) -> Result<ModelFiles<B>> {
-    if !dir.is_dir() {
-        bail!("model directory {} does not exist", dir.display());
+    let dir = ModelDir::new(dir)?;
+    let config = ["config.json", "params.json"].into_iter().find(|f| dir.has(f));
+    let config = config.with_context(|| format!("{} has neither config.json nor params.json", dir.path().display()))?;
+    if !dir.has("meta.json") {
+        bail!("{} has no meta.json (it names the architecture, e.g. {{\"llama_type\": \"llama\"}})", dir.path().display());
     }
-    let config = ["config.json", "params.json"].iter().map(|f| dir.join(f)).find(|p| p.is_file());
-    let config = config.with_context(|| format!("{} has neither config.json nor params.json", dir.display()))?;
-    let meta = dir.join("meta.json");
-    if !meta.is_file() {
-        bail!("{} has no meta.json (it names the architecture, e.g. {{\"llama_type\": \"llama\"}})", dir.display());
-    }
-    let tok = tokenizer.map(Path::to_path_buf).unwrap_or_else(|| dir.join("tokenizer.model"));
-    let tokenizer_model = std::fs::read(&tok).with_context(|| format!("reading tokenizer {}", tok.display()))?;
-    let checkpoints = checkpoint_paths(dir)?.iter().map(|p| open(p)).collect::<Result<Vec<_>>>()?;
-    Ok(ModelFiles { config_json: read_text(&config)?, meta_json: read_text(&meta)?, tokenizer_model, checkpoints })
+    // A tokenizer the user names is theirs to choose; the directory's own is checked.
+    let tokenizer_model = match tokenizer {
+        Some(path) => read_limited(path, MAX_SMALL_FILE).with_context(|| format!("reading tokenizer {}", path.display()))?,
+        None => dir.read_small("tokenizer.model")?,
+    };
+    let checkpoints = checkpoint_paths(&dir)?.iter().map(|p| open(p)).collect::<Result<Vec<_>>>()?;
+    Ok(ModelFiles { config_json: dir.read_text(config)?, meta_json: dir.read_text("meta.json")?, tokenizer_model, checkpoints })
 }

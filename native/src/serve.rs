@@ -11,7 +11,7 @@ use clap::Args;
 use crate::convert::convert_web;
 
 /// The demo's default model: SPHINX-Micro, trained in `training/` and kept in the repository.
-const DEMO_MODEL: &str = crate::DEFAULT_MODEL;
+const DEMO_MODEL: &str = sphinx_native::load::DEFAULT_MODEL;
 const WEB_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../web");
 
 #[derive(Args)]

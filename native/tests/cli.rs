@@ -129,10 +129,15 @@ fn grounding_task_with_json_and_annotation() {
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     assert!(result["text"].is_string() && result["answer"]["entities"].is_array() && result["drawing"].is_array());
     assert!(result["generatedTokens"].as_u64().is_some_and(|n| (1..=8).contains(&n)), "{result}");
+    // Ids, so answers can be compared token for token.
+    assert_eq!(result["token_ids"].as_array().unwrap().len() as u64, result["generatedTokens"].as_u64().unwrap());
+    assert_eq!(result["prompt_ids"][0], 1, "BOS first");
     assert_eq!(image::open(&png).unwrap().to_rgb8().dimensions(), (337, 224));
     let _ = std::fs::remove_file(&png);
     let bad = sphinx(&["generate", "--model", &model, "--image", &image, "--task", "keypoints", "--device", "cpu"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid request: task 'keypoints' needs a region"));
+    let bad = sphinx(&["generate", "--model", &model, "--image", &image, "--task", "keypoints", "--region", "nan,1,2,3", "--device", "cpu"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("finite"));
 }
 
 #[test]
@@ -224,13 +229,14 @@ fn an_interrupted_mix_leaves_nothing_that_looks_complete() {
     let mut tensors: Vec<_> = src.names().into_iter().map(|n| { let t = pollster::block_on(src.read(&n)).unwrap(); (n, t) }).collect();
     let last = tensors.iter_mut().find(|(n, _)| n == "llma.tok_embeddings.weight").unwrap();
     last.1.bytes[0..2].copy_from_slice(&[0x80, 0x7f]); // bf16 +Inf
-    std::fs::write(broken.join("model.safetensors"), sphinx_core::weights::write_safetensors(&tensors, &Default::default())).unwrap();
+    std::fs::write(broken.join("model.safetensors"), sphinx_core::weights::write_safetensors(&tensors, &Default::default()).unwrap()).unwrap();
     let out = tmp.join("mixed");
     let o = sphinx(&["mix", "--real", &format!("{fixtures}/models/tiny-mix-real"), "--synthetic", broken.to_str().unwrap(), "--beta", "0.5", "--check-finite", "-o", out.to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("the mix of 'llma.tok_embeddings.weight' contains NaN or Inf"), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!out.exists(), "no output directory");
-    assert!(!tmp.join("mixed.partial").exists(), "no partial directory left behind");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert_eq!(left.len(), 1, "only the synthetic input is left, no staging directory: {left:?}");
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
@@ -326,4 +332,132 @@ fn the_default_model_answers_about_its_example_image() {
     let question = format!("What colour is the {}?", other["shape"].as_str().unwrap());
     let out = sphinx(&["generate", "--image", &example, "--task", "vqa", "--query", &question, "--temperature", "0", "--device", "cpu"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), other["colour"].as_str().unwrap(), "{question}");
+}
+
+/// A scratch directory for one test, removed at the end.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("sphinx-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn stderr_of(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[cfg(unix)]
+#[test]
+fn files_outside_the_model_directory_fifos_and_devices_are_never_read() {
+    use std::os::unix::fs::symlink;
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
+    let tmp = Scratch::new("outside");
+    let web = tmp.path("web");
+    assert!(sphinx(&["convert", "--web", &format!("{fixtures}/models/tiny-llama-gqa"), &web]).status.success());
+    let ask = |dir: &str| sphinx(&["generate", "--model", dir, "--prompt", "hi", "--max-tokens", "2", "--device", "cpu"]);
+    assert!(ask(&web).status.success(), "{}", stderr_of(&ask(&web)));
+
+    // A shard that is a symlink to /etc/passwd, and a tokenizer that is /dev/zero or a FIFO.
+    let shard = std::path::Path::new(&web).join("shard-0000.bin");
+    std::fs::remove_file(&shard).unwrap();
+    symlink("/etc/passwd", &shard).unwrap();
+    let o = ask(&web);
+    assert!(!o.status.success() && stderr_of(&o).contains("leads outside the model directory"), "{}", stderr_of(&o));
+    let tokenizer = std::path::Path::new(&web).join("tokenizer.model");
+    std::fs::remove_file(&tokenizer).unwrap();
+    symlink("/dev/zero", &tokenizer).unwrap();
+    let o = ask(&web);
+    assert!(!o.status.success() && stderr_of(&o).contains("leads outside the model directory"), "{}", stderr_of(&o));
+    std::fs::remove_file(&tokenizer).unwrap();
+    assert!(Command::new("mkfifo").arg(&tokenizer).status().unwrap().success());
+    let o = ask(&web);
+    assert!(!o.status.success() && stderr_of(&o).contains("is not a regular file"), "{}", stderr_of(&o));
+
+    // The same for a checkpoint directory's own files.
+    let dir = tmp.path("ckpt");
+    std::fs::create_dir(&dir).unwrap();
+    for f in ["config.json", "meta.json", "consolidated.00-of-01.model.pth"] {
+        std::fs::copy(format!("{fixtures}/models/tiny-llama-gqa/{f}"), format!("{dir}/{f}")).unwrap();
+    }
+    symlink("/etc/passwd", format!("{dir}/tokenizer.model")).unwrap();
+    let o = ask(&dir);
+    assert!(!o.status.success() && stderr_of(&o).contains("leads outside the model directory"), "{}", stderr_of(&o));
+}
+
+#[test]
+fn mixes_never_delete_what_they_did_not_create_and_never_share_a_temporary_directory() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
+    let (real, synthetic) = (format!("{fixtures}/models/tiny-mix-real"), format!("{fixtures}/models/tiny-mix-synthetic"));
+    let tmp = Scratch::new("mix-safety");
+    let mix = |beta: &str, out: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sphinx")).args(["mix", "--real", &real, "--synthetic", &synthetic, "--beta", beta, "-o", out]).spawn().unwrap()
+    };
+    // `-o victim.v2` once removed an unrelated `victim.partial/`.
+    std::fs::create_dir(tmp.path("victim.partial")).unwrap();
+    std::fs::write(tmp.path("victim.partial/keep.txt"), "mine").unwrap();
+    assert!(mix("0.5", &tmp.path("victim.v2")).wait().unwrap().success());
+    assert_eq!(std::fs::read_to_string(tmp.path("victim.partial/keep.txt")).unwrap(), "mine");
+
+    // Two mixes at once into b0.3 and b0.5 each get their own β.
+    let (mut a, mut b) = (mix("0.3", &tmp.path("b0.3")), mix("0.5", &tmp.path("b0.5")));
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    for (dir, beta) in [("b0.3", 0.3), ("b0.5", 0.5)] {
+        let st = std::fs::read(tmp.path(&format!("{dir}/model.safetensors"))).unwrap();
+        let n = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&st[8..8 + n]).unwrap();
+        let note: serde_json::Value = serde_json::from_str(header["__metadata__"]["mix"].as_str().unwrap()).unwrap();
+        assert_eq!(note["beta"], beta, "{dir}");
+        // The inputs by name, not the paths of the machine that mixed them.
+        assert_eq!((note["real"].as_str().unwrap(), note["synthetic"].as_str().unwrap()), ("tiny-mix-real", "tiny-mix-synthetic"));
+    }
+    // An existing output is refused, and nothing is left beside it.
+    let o = sphinx(&["mix", "--real", &real, "--synthetic", &synthetic, "--beta", "0.5", "-o", &tmp.path("b0.3")]);
+    assert!(!o.status.success() && stderr_of(&o).contains("already exists"));
+    let mut left: Vec<String> = std::fs::read_dir(&tmp.0).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    left.sort();
+    assert_eq!(left, ["b0.3", "b0.5", "victim.partial", "victim.v2"]);
+
+    // β = 1e308 with --extrapolate overflows: refused, not written as Inf.
+    let o = sphinx(&["mix", "--real", &real, "--synthetic", &synthetic, "--beta", "1e308", "--extrapolate", "-o", &tmp.path("huge")]);
+    assert!(!o.status.success() && stderr_of(&o).contains("NaN or Inf"), "{}", stderr_of(&o));
+    assert!(!std::path::Path::new(&tmp.path("huge")).exists());
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sphinx"))
+        .arg("variants")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // `sphinx variants | head -0`
+    let o = child.wait_with_output().unwrap();
+    assert_ne!(o.status.code(), Some(101), "{}", stderr_of(&o));
+    assert!(!stderr_of(&o).contains("panicked"), "{}", stderr_of(&o));
+}
+
+#[test]
+fn output_stays_clean_without_a_display_session() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
+    let o = Command::new(env!("CARGO_BIN_EXE_sphinx"))
+        .args(["generate", "--model", &format!("{fixtures}/models/tiny-llama-gqa"), "--prompt", "hi", "--max-tokens", "1"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert!(!stderr_of(&o).contains("XDG_RUNTIME_DIR"), "{}", stderr_of(&o));
 }

@@ -1,6 +1,6 @@
 //! `sphinx-shaders`: SPHINX's own compute kernels, run through Burn's wgpu backend
 //! on every target, each beside a plain-tensor reference implementation and a test
-//! that the two agree (design.md §3, §6).
+//! that the two agree (docs/design.md §3, §6).
 //!
 //! The model currently runs entirely on Burn's built-in operations; the first
 //! kernels planned here are the decode-time hot spots: a matrix-vector product

@@ -1,11 +1,12 @@
 //! Shared helpers for the integration tests: fixture paths, reference tensors
 //! written by `fixtures/gen/make_fixtures.py`, and the backends every test runs on.
 
+pub mod craft;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use burn::tensor::Device;
-use sphinx_core::config::ConfigOverrides;
 use sphinx_core::model::SphinxModel;
 use sphinx_core::weights::{MemoryBytes, SafetensorsFile, WeightSource};
 
@@ -78,10 +79,10 @@ pub fn load_model(name: &str, device: &Device) -> SphinxModel {
     load_model_from(&model_dir(name), device)
 }
 
-/// A model directory anywhere (e.g. the shipped `models/sphinx-micro`).
+/// A model directory anywhere (e.g. the shipped `models/sphinx-micro`), loaded as the
+/// `sphinx` binary loads it.
 pub fn load_model_from(dir: &std::path::Path, device: &Device) -> SphinxModel {
-    let files = sphinx_native::model_dir::open_model_dir(dir, None).expect("model dir");
-    pollster::block_on(SphinxModel::load(files, device, &ConfigOverrides::default(), &mut |_| {})).expect("model loads")
+    sphinx_native::load::load_model_on(&sphinx_native::load::ModelArgs::for_dir(dir), device).expect("model loads")
 }
 
 /// max |a − b| / max |b|

@@ -53,11 +53,12 @@ fn truncated_pth_is_a_bad_archive() {
 }
 
 #[test]
-fn truncated_safetensors_names_the_tensor() {
+fn truncated_safetensors_is_refused_at_open() {
     let mut s = shard("tiny-llama-gqa-safetensors", "model.safetensors");
     s.bytes.truncate(s.bytes.len() - 1000);
     let err = load(files("tiny-llama-gqa-safetensors", vec![s])).err().unwrap();
-    assert!(matches!(err, SphinxError::Weights(WeightError::Truncated { .. })), "{err}");
+    assert!(matches!(err, SphinxError::Weights(WeightError::BadSafetensors { .. })), "{err}");
+    assert!(err.to_string().contains("model.safetensors") && err.to_string().contains("data area"), "{err}");
 }
 
 #[test]
@@ -102,7 +103,7 @@ fn edited_safetensors(edit: impl FnOnce(&mut Vec<(String, sphinx_core::weights::
     let mut tensors: Vec<_> =
         src.names().into_iter().map(|n| { let t = pollster::block_on(src.read(&n)).unwrap(); (n, t) }).collect();
     edit(&mut tensors);
-    MemoryBytes::new("edited.safetensors", write_safetensors(&tensors, &Default::default()))
+    MemoryBytes::new("edited.safetensors", write_safetensors(&tensors, &Default::default()).unwrap())
 }
 
 #[test]

@@ -19,8 +19,12 @@ fn follow_up_turns_reuse_the_image_and_the_cache() {
 
     let mut chat = ChatSession::new(llm, Some(block.clone()));
     let first = pollster::block_on(chat.ask(llm, tok, "What's in the image?", &opts, &mut |_| {})).unwrap();
-    // Same prompt and image as the reference: the same greedy start.
-    assert_eq!(first.tokens, reference.ids("greedy_tokens")[..first.tokens.len()]);
+    // Same prompt and image as the reference: the same greedy answer, all 8 tokens of it
+    // (an empty or shortened answer fails).
+    let want = reference.ids("greedy_tokens");
+    assert!(want.len() >= opts.max_gen_len, "the reference has {} greedy tokens", want.len());
+    assert_eq!(first.tokens, want[..opts.max_gen_len]);
+    assert_eq!(first.text, tok.decode(&first.tokens));
     let after_first = chat.cached_positions();
 
     let second = pollster::block_on(chat.ask(llm, tok, "What color is it?", &opts, &mut |_| {})).unwrap();
@@ -44,7 +48,9 @@ fn follow_up_turns_reuse_the_image_and_the_cache() {
     let ids = tok.encode(&conv.prompt(), true, false);
     let mut cache = llm.new_cache();
     let fresh = pollster::block_on(generate(llm, tok, &mut cache, &ids, Some(block), &opts, &mut |_| {})).unwrap();
+    assert!(!second.tokens.is_empty());
     assert_eq!(second.tokens, fresh.tokens);
+    assert_eq!(second.text, fresh.text);
     assert_eq!(chat.conversation().turns.len(), 4);
     assert!(n_image == 1455);
 }

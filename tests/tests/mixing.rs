@@ -77,7 +77,7 @@ fn edited(edit: impl FnOnce(&mut Vec<(String, HostTensor)>)) -> SafetensorsFile<
     let s = checkpoint("tiny-mix-synthetic");
     let mut t: Vec<_> = s.names().into_iter().map(|n| { let h = read(&s, &n); (n, h) }).collect();
     edit(&mut t);
-    SafetensorsFile::open(MemoryBytes::new("edited", write_safetensors(&t, &Default::default()))).unwrap()
+    SafetensorsFile::open(MemoryBytes::new("edited", write_safetensors(&t, &Default::default()).unwrap())).unwrap()
 }
 
 fn mix_error(b: SafetensorsFile<MemoryBytes>, rules: MixRules) -> MixError {

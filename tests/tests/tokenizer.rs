@@ -39,7 +39,7 @@ fn ids_equal_sentencepiece_and_decode_round_trips() {
 
 #[test]
 fn conversation_prompt_matches_spec() {
-    // spec §5.2: 49 pieces + BOS, beginning [1, 319, 13563] and ending with "\n### Assistant:".
+    // docs/spec.md §5.2: 49 pieces + BOS, beginning [1, 319, 13563] and ending with "\n### Assistant:".
     let t = tokenizer();
     let ids = t.encode(&Conversation::single("What's in the image?").prompt(), true, false);
     assert_eq!(ids.len(), 50);
@@ -64,4 +64,16 @@ fn multi_turn_template() {
     c.push(sphinx_core::generate::Role::Assistant, "A cat.");
     c.push(sphinx_core::generate::Role::Human, "What color?");
     assert!(c.prompt().ends_with("questions.\n\n### Human: What's in the image?\n### Assistant: A cat.\n### Human: What color?\n### Assistant:"));
+}
+
+#[test]
+fn streamed_deltas_add_up_to_the_whole_decode() {
+    let t = tokenizer();
+    let c = cases();
+    for case in c["cases"].as_array().unwrap() {
+        let ids: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let mut stream = sphinx_core::tokenizer::StreamDecoder::new();
+        let streamed: String = ids.iter().map(|&id| stream.push(&t, id)).collect();
+        assert_eq!(streamed, t.decode(&ids), "streamed decode of {:?}", case["text"]);
+    }
 }

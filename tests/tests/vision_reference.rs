@@ -220,7 +220,7 @@ fn blip2_separate_q_and_v_biases_are_accepted() {
         config_json,
         meta_json,
         tokenizer_model,
-        checkpoints: vec![MemoryBytes::new("model.safetensors", write_safetensors(&tensors, &Default::default()))],
+        checkpoints: vec![MemoryBytes::new("model.safetensors", write_safetensors(&tensors, &Default::default()).unwrap())],
     };
     let model = pollster::block_on(SphinxModel::load(files, &burn::tensor::Device::flex(), &ConfigOverrides::default(), &mut |_| {})).unwrap();
     let image = std::fs::read(fixtures().join(reference.meta["image"].as_str().unwrap())).unwrap();

@@ -294,7 +294,7 @@ impl JsTokenizer {
     }
 }
 
-/// SPHINX's one-turn prompt for `question` (spec §5.1).
+/// SPHINX's one-turn prompt for `question` (docs/spec.md §5.1).
 #[wasm_bindgen(js_name = chatPrompt)]
 pub fn chat_prompt(question: &str) -> String {
     Conversation::single(question).prompt()

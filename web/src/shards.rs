@@ -100,7 +100,8 @@ pub async fn missing_bytes(cache: &web_sys::Cache, base: &str, files: &[(String,
     missing
 }
 
-/// Fetches `base/file` from the cache, else from the network (then verified and cached).
+/// Fetches `base/file` from the cache, else from the network, verified against `sha256`
+/// either way (a cache entry is no more trusted than the network), and caches it.
 /// Returns the bytes and whether they came from the cache.
 pub async fn fetch_file(
     cache: Option<&web_sys::Cache>,
@@ -110,25 +111,32 @@ pub async fn fetch_file(
 ) -> Result<(Vec<u8>, bool), WeightError> {
     let scope = Scope::get();
     let url = url_of(base, file);
-    if let Some(hit) = match cache {
+    let hit = match cache {
         Some(c) => cached(c, &url).await,
         None => None,
-    } {
-        return Ok((bytes_of(hit, file).await?, true));
-    }
-    let response = JsFuture::from(scope.fetch(&url)).await.map_err(|e| js_err(&url, "downloading", e))?;
-    let response: web_sys::Response = response.unchecked_into();
-    if !response.ok() {
-        return Err(WeightError::Io { file: url, reason: format!("HTTP {}", response.status()) });
-    }
-    let mut data = bytes_of(response, file).await?;
+    };
+    let from_cache = hit.is_some();
+    let mut data = match hit {
+        Some(hit) => bytes_of(hit, file).await?,
+        None => {
+            let response = JsFuture::from(scope.fetch(&url)).await.map_err(|e| js_err(&url, "downloading", e))?;
+            let response: web_sys::Response = response.unchecked_into();
+            if !response.ok() {
+                return Err(WeightError::Io { file: url, reason: format!("HTTP {}", response.status()) });
+            }
+            bytes_of(response, file).await?
+        }
+    };
     if let Some(want) = sha256 {
         let got = sha256_hex(&scope, file, &mut data).await?;
         if got != want {
+            if let (true, Some(c)) = (from_cache, cache) {
+                let _ = c.delete_with_str(&url); // drop the bad entry so a reload downloads again
+            }
             return Err(WeightError::Io { file: url, reason: "SHA-256 does not match the manifest".into() });
         }
     }
-    if let Some(cache) = cache {
+    if let (false, Some(cache)) = (from_cache, cache) {
         let body = Uint8Array::from(data.as_slice());
         if let Ok(r) = web_sys::Response::new_with_opt_buffer_source(Some(&body)) {
             // The quota was checked before downloading; if the browser still refuses,
@@ -138,7 +146,7 @@ pub async fn fetch_file(
             }
         }
     }
-    Ok((data, false))
+    Ok((data, from_cache))
 }
 
 /// Download progress over every shard of a load (both models of a mix).
@@ -199,15 +207,16 @@ impl ShardFetch for HttpShards {
         if !have {
             // Drop the previous shard before fetching the next.
             *self.current.borrow_mut() = None;
-            let hash = self.hashes.get(file).map(String::as_str);
-            let (data, cached) = fetch_file(self.cache.as_ref(), &self.base, file, hash).await?;
+            let hash = self.hashes.get(file).ok_or_else(|| WeightError::Io { file: file.into(), reason: "not a shard of the manifest".into() })?;
+            let (data, cached) = fetch_file(self.cache.as_ref(), &self.base, file, Some(hash)).await?;
             self.progress.report(&url_of(&self.base, file), self.sizes.get(file).copied().unwrap_or(0), cached);
             *self.current.borrow_mut() = Some((file.to_string(), data));
         }
         let cur = self.current.borrow();
         let data = &cur.as_ref().ok_or_else(|| WeightError::Io { file: file.into(), reason: "shard vanished".into() })?.1;
-        let (s, e) = (offset as usize, (offset + len) as usize);
-        data.get(s..e)
+        let range = usize::try_from(offset).ok().zip(offset.checked_add(len).and_then(|e| usize::try_from(e).ok()));
+        range
+            .and_then(|(s, e)| data.get(s..e))
             .map(<[u8]>::to_vec)
             .ok_or_else(|| WeightError::Truncated { file: file.into(), name: file.into(), start: offset, end: offset + len, len: data.len() as u64 })
     }

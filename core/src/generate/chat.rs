@@ -1,5 +1,5 @@
 //! Multi-turn conversations that keep the image and the KV cache: each turn re-renders
-//! the whole conversation template (spec §5.1), keeps the longest prefix of tokens the
+//! the whole conversation template (docs/spec.md §5.1), keeps the longest prefix of tokens the
 //! cache already holds, and feeds only the rest. The image block, spliced after BOS on
 //! the first turn, stays in the cache and is never encoded again.
 

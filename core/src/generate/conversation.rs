@@ -1,4 +1,4 @@
-//! The `conv_v1_2` template (`accessory/data/conversation/lib.py`, spec §5.1):
+//! The `conv_v1_2` template (`accessory/data/conversation/lib.py`, docs/spec.md §5.1):
 //! `system + "\n\n###"`, then ` Role: message\n###` per turn, and ` Assistant:`
 //! left open for the model to answer.
 

@@ -1,4 +1,4 @@
-//! The one generation loop (spec §5.3), async so it runs unchanged in the browser:
+//! The one generation loop (docs/spec.md §5.3), async so it runs unchanged in the browser:
 //! prefill the prompt in chunks, then one token at a time, reading back only the
 //! last logits each step, until a stop sequence, `max_gen_len` or the context ends.
 
@@ -96,11 +96,12 @@ pub async fn generate(
     opts.validate()?;
     let max_seq_len = cache.max_seq_len();
     let image_len = image.as_ref().map_or(0, |t| t.dims()[1]);
-    let budget = max_seq_len.saturating_sub(opts.max_gen_len + image_len).saturating_sub(cache.pos());
+    let reserved = opts.max_gen_len.saturating_add(image_len);
+    let budget = max_seq_len.saturating_sub(reserved).saturating_sub(cache.pos());
     if prompt.is_empty() || prompt.len() > budget {
         return Err(GenerateError::PromptTooLong {
-            prompt: prompt.len() + cache.pos(),
-            max: max_seq_len.saturating_sub(opts.max_gen_len + image_len),
+            prompt: prompt.len().saturating_add(cache.pos()),
+            max: max_seq_len.saturating_sub(reserved),
             max_seq_len,
             max_gen_len: opts.max_gen_len,
             image: image_len,

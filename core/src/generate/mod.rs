@@ -1,4 +1,4 @@
-//! Text generation (spec §5): the conversation template, sampling, stop sequences
+//! Text generation (docs/spec.md §5): the conversation template, sampling, stop sequences
 //! and the one async generation loop every target uses.
 
 mod chat;

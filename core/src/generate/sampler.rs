@@ -1,7 +1,11 @@
-//! Next-token choice on the host (spec §5.3, `MetaModel.sample_top_p`): argmax at
+//! Next-token choice on the host (docs/spec.md §5.3, `MetaModel.sample_top_p`): argmax at
 //! temperature 0; otherwise softmax(logits / T), keep the smallest prefix of the
 //! sorted distribution whose mass reaches top-p (the token that crosses it is kept),
 //! renormalise and draw with a seeded generator.
+
+/// Temperatures below this sample greedily: `logits / T` would overflow f32 for tiny T,
+/// and at this temperature a logit gap of 0.01 already gives odds of e^100 to 1.
+pub const GREEDY_BELOW: f32 = 1e-4;
 
 /// xoshiro256** seeded through splitmix64: the same stream on every target.
 #[derive(Debug, Clone)]
@@ -43,10 +47,13 @@ impl Sampler {
     }
 
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        if self.temperature <= 0.0 {
+        if self.temperature < GREEDY_BELOW {
             return argmax(logits);
         }
         let scaled: Vec<f32> = logits.iter().map(|l| l / self.temperature).collect();
+        if !scaled.iter().all(|l| l.is_finite()) {
+            return argmax(logits); // logits / T overflowed f32: only the top token survives
+        }
         let max = scaled.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let exp: Vec<f32> = scaled.iter().map(|l| (l - max).exp()).collect();
         let sum: f32 = exp.iter().sum();

@@ -1,4 +1,4 @@
-//! Stop sequences matched on token ids (spec §5.3, `MetaModel.generate`): EOS, and
+//! Stop sequences matched on token ids (docs/spec.md §5.3, `MetaModel.generate`): EOS, and
 //! for each stop string both `encode(s.lstrip(' '))` and its encoding without the
 //! dummy-prefix space (`encode_wo_prefix_space`: encode `"@" + s`, drop the `"@"`).
 

@@ -1,4 +1,4 @@
-//! Multi-head attention with grouped kv heads (spec §2.4): q head `j` uses kv head
+//! Multi-head attention with grouped kv heads (docs/spec.md §2.4): q head `j` uses kv head
 //! `j / n_rep`, scores scaled by `1/√hd`, and a right-aligned causal mask for chunks
 //! of more than one token, so a prompt can be prefilled in pieces.
 

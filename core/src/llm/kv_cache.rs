@@ -1,4 +1,4 @@
-//! The key/value cache (spec §2.5): rotated keys and values of every position fed
+//! The key/value cache (docs/spec.md §2.5): rotated keys and values of every position fed
 //! so far, per layer, and one absolute position counter. It grows in blocks up to
 //! `max_seq_len` instead of reserving the whole context up front.
 

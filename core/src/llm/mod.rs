@@ -1,4 +1,4 @@
-//! The LLaMA-2 / Mixtral language model of SPHINX (spec §2), transcribed from
+//! The LLaMA-2 / Mixtral language model of SPHINX (docs/spec.md §2), transcribed from
 //! LLaMA2-Accessory `accessory/model/LLM/llama.py` and `mixtral_sparse.py`
 //! (commit 3777c439). Activations are f32 on every backend.
 

@@ -1,4 +1,4 @@
-//! The Mixtral sparse mixture-of-experts FFN of SPHINX-MoE (spec §2.7,
+//! The Mixtral sparse mixture-of-experts FFN of SPHINX-MoE (docs/spec.md §2.7,
 //! `mixtral_sparse.py` `MoE`): softmax over all experts in f32, the top-k
 //! renormalised, and per expert `(silu(x·W1ᵀ) ⊙ x·W3ᵀ) · W2` with `W2` used
 //! **un-transposed** (`[E·F, D]`, expert-major rows).

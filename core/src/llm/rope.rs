@@ -1,4 +1,4 @@
-//! Meta-style rotary position embedding (spec §2.3): dimension pairs `(x[2i], x[2i+1])`
+//! Meta-style rotary position embedding (docs/spec.md §2.3): dimension pairs `(x[2i], x[2i+1])`
 //! rotate by `pos · θ^(−2i/d)`. Tables are built in f32 on the host exactly as
 //! `precompute_freqs_cis` does, for `2 · max_seq_len` positions.
 

@@ -1,4 +1,4 @@
-//! The decoder stack (spec §2.1): pre-norm blocks, final RMSNorm, and the untied
+//! The decoder stack (docs/spec.md §2.1): pre-norm blocks, final RMSNorm, and the untied
 //! output head applied to the last position only.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};

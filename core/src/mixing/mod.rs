@@ -1,4 +1,4 @@
-//! Weight mixing, SPHINX's domain mix (spec §7): θ = β·θ_real + (1−β)·θ_synthetic for
+//! Weight mixing, SPHINX's domain mix (docs/spec.md §7): θ = β·θ_real + (1−β)·θ_synthetic for
 //! two fine-tunes of one model. Which tensors mix, and with which β, is an ordered list
 //! of rules; tensors no rule covers (the frozen visual encoders) must be identical in
 //! both inputs. Mixing happens tensor by tensor: offline into a new checkpoint, or while

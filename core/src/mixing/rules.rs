@@ -94,6 +94,11 @@ impl MixRules {
         self.rules.iter().find(|r| glob_match(&r.pattern, name)).map_or(MixAction::RequireIdentical, |r| r.action)
     }
 
+    /// Whether some β lies outside [0, 1].
+    pub fn extrapolates(&self) -> bool {
+        self.rules.iter().any(|r| matches!(r.action, MixAction::Beta(b) if !(0.0..=1.0).contains(&b)))
+    }
+
     /// β outside [0, 1] extrapolates; it needs `allow_extrapolation`.
     pub fn validate(&self, allow_extrapolation: bool) -> Result<(), MixError> {
         for r in &self.rules {

@@ -90,12 +90,14 @@ impl<A: WeightSource, B: WeightSource> MixedSource<A, B> {
                 }
             }
         }
-        Ok(Self { real, synthetic, rules, check_finite: false })
+        // An extrapolating β can overflow: such mixes are always checked for NaN/Inf.
+        let check_finite = rules.extrapolates();
+        Ok(Self { real, synthetic, rules, check_finite })
     }
 
-    /// Fail on NaN or ±Inf in a mixed tensor.
+    /// Fail on NaN or ±Inf in a mixed tensor (always on when a β extrapolates).
     pub fn check_finite(mut self, yes: bool) -> Self {
-        self.check_finite = yes;
+        self.check_finite |= yes;
         self
     }
 
@@ -128,10 +130,11 @@ impl<A: WeightSource, B: WeightSource> WeightSource for MixedSource<A, B> {
         Ok(t)
     }
 
-    /// Both tensors and β, so the loader mixes them on the device.
+    /// Both tensors and β, so the loader mixes them on the device (an extrapolating β is
+    /// mixed and checked on the host).
     async fn read_parts(&self, name: &str) -> Result<TensorParts, WeightError> {
         match self.rules.action(name) {
-            MixAction::Beta(beta) => {
+            MixAction::Beta(beta) if (0.0..=1.0).contains(&beta) => {
                 let (a, b) = (self.real.read(name).await?, self.synthetic.read(name).await?);
                 if a.shape != b.shape || a.dtype != b.dtype {
                     // Reported with the full message by the host path.

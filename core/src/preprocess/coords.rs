@@ -1,4 +1,4 @@
-//! Boxes and points in SPHINX's answers are normalised to the padded square (spec §6):
+//! Boxes and points in SPHINX's answers are normalised to the padded square (docs/spec.md §6):
 //! `[x1, y1, x2, y2]` in [0, 1] of side max(W, H), origin at the square's top-left.
 
 /// The padding geometry of one original image.

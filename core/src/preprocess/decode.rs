@@ -43,6 +43,8 @@ pub enum ImageError {
     ZeroSize { width: u32, height: u32 },
     #[error("the image is {width}×{height} = {pixels} pixels, over the limit of {max_pixels}")]
     TooLarge { width: u32, height: u32, pixels: u64, max_pixels: u64 },
+    #[error("the image is {width}×{height}; padded to a {side}×{side} square it would exceed the limit of {max_pixels} pixels")]
+    SquareTooLarge { width: u32, height: u32, side: u64, max_pixels: u64 },
 }
 
 fn corrupt(e: image::ImageError) -> ImageError {
@@ -72,6 +74,11 @@ pub fn decode_image(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage, Imag
     }
     if pixels > opts.max_pixels {
         return Err(ImageError::TooLarge { width, height, pixels, max_pixels: opts.max_pixels });
+    }
+    // Preprocessing pads the image to a square of its longer side: bound that too.
+    let side = width.max(height) as u64;
+    if side * side > opts.max_pixels {
+        return Err(ImageError::SquareTooLarge { width, height, side, max_pixels: opts.max_pixels });
     }
     let mut r = reader()?;
     let mut limits = Limits::default();

@@ -1,5 +1,5 @@
 //! PyTorch's `F.interpolate` on a [C, H, W] f32 tensor, as SPHINX's in-model views use
-//! it (spec §4.2): bicubic with A = −0.75, `align_corners=False`, no antialias, taps
+//! it (docs/spec.md §4.2): bicubic with A = −0.75, `align_corners=False`, no antialias, taps
 //! clamped to the border; and the default `nearest` mode, `src = floor(dst · in/out)`.
 
 use super::images::Planar;

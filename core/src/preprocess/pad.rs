@@ -1,4 +1,4 @@
-//! `PadToSquare` and `ToTensor` + `Normalize` of `accessory/data/transform.py` (spec §4.1).
+//! `PadToSquare` and `ToTensor` + `Normalize` of `accessory/data/transform.py` (docs/spec.md §4.1).
 
 use super::images::{Planar, RgbImage};
 

@@ -1,4 +1,4 @@
-//! Mixed scales and sub-images as data (spec §4.2). A [`TilingPreset`] says, for the
+//! Mixed scales and sub-images as data (docs/spec.md §4.2). A [`TilingPreset`] says, for the
 //! ViT-family encoders (Q-Former, CLIP, DINOv2) and for ConvNeXt separately, how each
 //! view is cut from the normalised `image_size` square: a global view resized to a
 //! size, then an n×n grid of crops of the image (optionally resized first), and

@@ -1,5 +1,5 @@
 //! Boxes and points in SPHINX's answers, parsed exactly as the official demo's
-//! `extract_and_color` does (spec §6):
+//! `extract_and_color` does (docs/spec.md §6):
 //!
 //! 1. labelled lists `<p>(.*?)</p>\s*(\[[\d.,;\s]*\])` (leftmost, non-overlapping; the
 //!    label cannot span a line), each rewritten in the text as `label|||[...]`;

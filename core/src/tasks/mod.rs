@@ -1,4 +1,4 @@
-//! SPHINX's task mix (spec §5.1, §6): task-specific instructions, answers carrying boxes
+//! SPHINX's task mix (docs/spec.md §5.1, §6): task-specific instructions, answers carrying boxes
 //! and keypoints as text, parsed into data, and drawn over the original image.
 
 mod answer;

@@ -1,5 +1,5 @@
 //! Task-specific instructions, verbatim from the official demo and evaluation prompts
-//! (spec §6; `multi_turn_mm_box.py`, `eval_mm/annotations/annotation_config.json`).
+//! (docs/spec.md §6; `multi_turn_mm_box.py`, `eval_mm/annotations/annotation_config.json`).
 //! Region coordinates are normalised to the padded square and written with two
 //! decimals and `", "` separators, as people write them in prompts.
 
@@ -31,7 +31,7 @@ pub enum Task {
     /// Short-answer VQA, as in the benchmark evaluations.
     ShortVqa { question: String },
     /// Region captioning. UNVERIFIED prompt: the paper's wording could not be checked;
-    /// this is the form the spec reports.
+    /// this is the form docs/spec.md §6 reports.
     RegionCaption { region: [f64; 4] },
     /// Document layout detection. UNVERIFIED prompt: no official text was found; this one
     /// follows the wording of the text-detection task.

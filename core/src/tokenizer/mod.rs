@@ -1,4 +1,4 @@
-//! The LLaMA SentencePiece tokenizer, read straight from `tokenizer.model` (spec §5.2),
+//! The LLaMA SentencePiece tokenizer, read straight from `tokenizer.model` (docs/spec.md §5.2),
 //! in pure Rust so it runs unchanged in the browser.
 //!
 //! Encoding reproduces SentencePiece's BPE (`bpe_model.cc`): normalise (escape spaces
@@ -34,6 +34,12 @@ impl Tokenizer {
                 "model type {} (only BPE, type 2, is supported)",
                 proto.model_type
             )));
+        }
+        let n = proto.pieces.len() as i64;
+        for (name, id) in [("unk_id", proto.unk_id), ("bos_id", proto.bos_id), ("eos_id", proto.eos_id)] {
+            if !(0..n).contains(&id) {
+                return Err(TokenizerError::Corrupt(format!("{name} {id} is outside the vocabulary of {n} pieces")));
+            }
         }
         if !(proto.normalizer_name.is_empty() || proto.normalizer_name == "identity") {
             return Err(TokenizerError::Unsupported(format!("normalizer '{}'", proto.normalizer_name)));
@@ -249,7 +255,12 @@ impl Ord for Candidate {
 #[derive(Debug, Default, Clone)]
 pub struct StreamDecoder {
     ids: Vec<u32>,
-    emitted: usize,
+    /// Start of the window decoded for each new id, and the end of what was emitted
+    /// from it: each step decodes only `ids[prefix..]`, so streaming an answer is linear
+    /// in its length, not quadratic. Both texts of a step start at the same id, so the
+    /// leading-space rule of the window's first piece cancels out.
+    prefix: usize,
+    read: usize,
 }
 
 impl StreamDecoder {
@@ -257,16 +268,19 @@ impl StreamDecoder {
         Self::default()
     }
 
-    /// Adds one id; returns the new text it completes (possibly empty).
+    /// Adds one id; returns the new text it completes (possibly empty, while a UTF-8
+    /// character split over byte pieces is incomplete).
     pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> String {
         self.ids.push(id);
-        let text = tokenizer.decode(&self.ids);
-        if text.ends_with('\u{fffd}') {
+        let before = tokenizer.decode(&self.ids[self.prefix..self.read]);
+        let now = tokenizer.decode(&self.ids[self.prefix..]);
+        if now.len() <= before.len() || now.ends_with('\u{fffd}') {
             return String::new();
         }
-        let delta = text.get(self.emitted..).unwrap_or("").to_string();
-        self.emitted = text.len();
-        delta
+        let Some(delta) = now.get(before.len()..) else { return String::new() };
+        self.prefix = self.read;
+        self.read = self.ids.len();
+        delta.to_string()
     }
 
     /// The whole text decoded so far.

@@ -1,6 +1,9 @@
-//! A minimal reader for SentencePiece's `ModelProto` (sentencepiece_model.proto),
-//! just the fields the tokenizer needs. Protobuf wire format: each field is a
-//! varint key `(field_number << 3) | wire_type` followed by its value.
+//! SentencePiece's `ModelProto` (`sentencepiece_model.proto`), read with `prost`: the
+//! message types below declare just the fields the tokenizer needs, with their proto
+//! tags, and `prost` does the wire-format decoding (length checks, nesting limit,
+//! UTF-8 validation, unknown fields skipped). Proto2 defaults are applied here.
+
+use prost::Message;
 
 use crate::error::TokenizerError;
 
@@ -38,161 +41,87 @@ pub struct ModelProto {
     pub escape_whitespaces: bool,
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+#[derive(Clone, PartialEq, Message)]
+struct ModelMessage {
+    #[prost(message, repeated, tag = "1")]
+    pieces: Vec<PieceMessage>,
+    #[prost(message, optional, tag = "2")]
+    trainer_spec: Option<TrainerSpec>,
+    #[prost(message, optional, tag = "3")]
+    normalizer_spec: Option<NormalizerSpec>,
 }
 
-enum Value<'a> {
-    Varint(u64),
-    Fixed64,
-    Bytes(&'a [u8]),
-    Fixed32(u32),
+#[derive(Clone, PartialEq, Message)]
+struct PieceMessage {
+    #[prost(string, optional, tag = "1")]
+    piece: Option<String>,
+    #[prost(float, optional, tag = "2")]
+    score: Option<f32>,
+    #[prost(int32, optional, tag = "3")]
+    kind: Option<i32>,
 }
 
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Self { buf, pos: 0 }
-    }
-
-    fn bad(&self, what: &str) -> TokenizerError {
-        TokenizerError::Corrupt(format!("{what} at byte {}", self.pos))
-    }
-
-    fn varint(&mut self) -> Result<u64, TokenizerError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = *self.buf.get(self.pos).ok_or_else(|| self.bad("truncated varint"))?;
-            self.pos += 1;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(self.bad("varint too long"))
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], TokenizerError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
-        let end = end.ok_or_else(|| self.bad("field runs past the end"))?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    /// The next `(field number, value)`, or `None` at the end.
-    fn field(&mut self) -> Result<Option<(u64, Value<'a>)>, TokenizerError> {
-        if self.pos >= self.buf.len() {
-            return Ok(None);
-        }
-        let key = self.varint()?;
-        let value = match key & 7 {
-            0 => Value::Varint(self.varint()?),
-            1 => {
-                self.take(8)?;
-                Value::Fixed64
-            }
-            2 => {
-                let n = usize::try_from(self.varint()?).map_err(|_| self.bad("length"))?;
-                Value::Bytes(self.take(n)?)
-            }
-            5 => {
-                let b = self.take(4)?;
-                Value::Fixed32(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            }
-            w => return Err(self.bad(&format!("unsupported wire type {w}"))),
-        };
-        Ok(Some((key >> 3, value)))
-    }
+#[derive(Clone, PartialEq, Message)]
+struct TrainerSpec {
+    #[prost(int32, optional, tag = "3")]
+    model_type: Option<i32>,
+    #[prost(bool, optional, tag = "35")]
+    byte_fallback: Option<bool>,
+    #[prost(int32, optional, tag = "40")]
+    unk_id: Option<i32>,
+    #[prost(int32, optional, tag = "41")]
+    bos_id: Option<i32>,
+    #[prost(int32, optional, tag = "42")]
+    eos_id: Option<i32>,
 }
 
-fn utf8(b: &[u8]) -> Result<String, TokenizerError> {
-    String::from_utf8(b.to_vec()).map_err(|_| TokenizerError::Corrupt("piece is not UTF-8".into()))
+#[derive(Clone, PartialEq, Message)]
+struct NormalizerSpec {
+    #[prost(string, optional, tag = "1")]
+    name: Option<String>,
+    #[prost(bool, optional, tag = "3")]
+    add_dummy_prefix: Option<bool>,
+    #[prost(bool, optional, tag = "4")]
+    remove_extra_whitespaces: Option<bool>,
+    #[prost(bool, optional, tag = "5")]
+    escape_whitespaces: Option<bool>,
 }
 
-fn piece(buf: &[u8]) -> Result<Piece, TokenizerError> {
-    let mut p = Piece { text: String::new(), score: 0.0, kind: PieceKind::Normal };
-    let mut r = Reader::new(buf);
-    while let Some((f, v)) = r.field()? {
-        match (f, v) {
-            (1, Value::Bytes(b)) => p.text = utf8(b)?,
-            (2, Value::Fixed32(bits)) => p.score = f32::from_bits(bits),
-            (3, Value::Varint(t)) => {
-                p.kind = match t {
+impl ModelProto {
+    pub fn parse(bytes: &[u8]) -> Result<Self, TokenizerError> {
+        let m = ModelMessage::decode(bytes).map_err(|e| TokenizerError::Corrupt(e.to_string()))?;
+        let pieces = m
+            .pieces
+            .into_iter()
+            .map(|p| {
+                let kind = match p.kind.unwrap_or(1) {
                     1 => PieceKind::Normal,
                     2 => PieceKind::Unknown,
                     3 => PieceKind::Control,
                     4 => PieceKind::UserDefined,
                     5 => PieceKind::Unused,
                     6 => PieceKind::Byte,
-                    _ => return Err(TokenizerError::Corrupt(format!("unknown piece type {t}"))),
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(p)
-}
-
-impl ModelProto {
-    pub fn parse(bytes: &[u8]) -> Result<Self, TokenizerError> {
-        let mut m = ModelProto {
-            pieces: Vec::new(),
-            model_type: 1,
-            byte_fallback: false,
-            unk_id: 0,
-            bos_id: 1,
-            eos_id: 2,
-            normalizer_name: String::new(),
-            add_dummy_prefix: true,
-            remove_extra_whitespaces: true,
-            escape_whitespaces: true,
-        };
-        let mut r = Reader::new(bytes);
-        while let Some((f, v)) = r.field()? {
-            match (f, v) {
-                (1, Value::Bytes(b)) => m.pieces.push(piece(b)?),
-                (2, Value::Bytes(b)) => m.trainer_spec(b)?,
-                (3, Value::Bytes(b)) => m.normalizer_spec(b)?,
-                _ => {}
-            }
-        }
-        if m.pieces.is_empty() {
+                    t => return Err(TokenizerError::Corrupt(format!("unknown piece type {t}"))),
+                };
+                Ok(Piece { text: p.piece.unwrap_or_default(), score: p.score.unwrap_or(0.0), kind })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if pieces.is_empty() {
             return Err(TokenizerError::Corrupt("no vocabulary pieces".into()));
         }
-        Ok(m)
-    }
-
-    fn trainer_spec(&mut self, buf: &[u8]) -> Result<(), TokenizerError> {
-        let mut r = Reader::new(buf);
-        while let Some((f, v)) = r.field()? {
-            if let Value::Varint(x) = v {
-                // int32 fields are sign-extended to 64 bits on the wire.
-                let signed = x as i64;
-                match f {
-                    3 => self.model_type = signed,
-                    35 => self.byte_fallback = x != 0,
-                    40 => self.unk_id = signed,
-                    41 => self.bos_id = signed,
-                    42 => self.eos_id = signed,
-                    _ => {}
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn normalizer_spec(&mut self, buf: &[u8]) -> Result<(), TokenizerError> {
-        let mut r = Reader::new(buf);
-        while let Some((f, v)) = r.field()? {
-            match (f, v) {
-                (1, Value::Bytes(b)) => self.normalizer_name = utf8(b)?,
-                (3, Value::Varint(x)) => self.add_dummy_prefix = x != 0,
-                (4, Value::Varint(x)) => self.remove_extra_whitespaces = x != 0,
-                (5, Value::Varint(x)) => self.escape_whitespaces = x != 0,
-                _ => {}
-            }
-        }
-        Ok(())
+        let t = m.trainer_spec.unwrap_or_default();
+        let n = m.normalizer_spec.unwrap_or_default();
+        Ok(ModelProto {
+            pieces,
+            model_type: t.model_type.unwrap_or(1).into(),
+            byte_fallback: t.byte_fallback.unwrap_or(false),
+            unk_id: t.unk_id.unwrap_or(0).into(),
+            bos_id: t.bos_id.unwrap_or(1).into(),
+            eos_id: t.eos_id.unwrap_or(2).into(),
+            normalizer_name: n.name.unwrap_or_default(),
+            add_dummy_prefix: n.add_dummy_prefix.unwrap_or(true),
+            remove_extra_whitespaces: n.remove_extra_whitespaces.unwrap_or(true),
+            escape_whitespaces: n.escape_whitespaces.unwrap_or(true),
+        })
     }
 }

@@ -1,4 +1,4 @@
-//! BLIP-2's visual branch (spec §3.4; transformers `modeling_blip_2.py`): the EVA
+//! BLIP-2's visual branch (docs/spec.md §3.4; transformers `modeling_blip_2.py`): the EVA
 //! ViT-g/14 vision tower (no pre-LN, qkv bias laid out [q, 0, v], `post_layernorm` over
 //! all tokens) and the Q-Former: 32 layer-normed query tokens through BERT-style
 //! post-LN layers, with cross-attention to the image in every second layer.

@@ -1,4 +1,4 @@
-//! CLIP ViT-L/14 as SPHINX uses it (spec §3.1; `clip_encode_image` in `llama_ens*.py`,
+//! CLIP ViT-L/14 as SPHINX uses it (docs/spec.md §3.1; `clip_encode_image` in `llama_ens*.py`,
 //! open_clip ≤ 2.24 `VisionTransformer`): class token + patches + positions, `ln_pre`,
 //! pre-norm residual blocks, and `ln_post` over all 257 tokens, without `proj`.
 

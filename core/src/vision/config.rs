@@ -1,22 +1,25 @@
-//! Encoder sizes: the full-size presets SPHINX uses (spec §3), overridable by a
+//! Encoder sizes: the full-size presets SPHINX uses (docs/spec.md §3), overridable by a
 //! `vision` section in `config.json` (this runtime's extension; official checkpoints
 //! have none and get the presets), so tiny test models run the same code.
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::LlamaType;
 use crate::error::ConfigError;
 use crate::preprocess::TilingPreset;
 
-/// CLIP's MLP activation (§3.1): SPHINX was trained with OpenAI's QuickGELU; the
+/// CLIP's MLP activation (docs/spec.md §3.1): SPHINX was trained with OpenAI's QuickGELU; the
 /// official inference code builds exact GELU unless told to load pretrained weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Activation {
     QuickGelu,
     Gelu,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ClipConfig {
     pub width: usize,
     pub layers: usize,
@@ -25,13 +28,15 @@ pub struct ClipConfig {
     pub act: Activation,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ConvNextConfig {
     pub depths: [usize; 4],
     pub dims: [usize; 4],
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Dinov2Config {
     pub dim: usize,
     pub layers: usize,
@@ -41,7 +46,8 @@ pub struct Dinov2Config {
     pub pos_grid: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Blip2Config {
     pub vision_dim: usize,
     pub vision_layers: usize,
@@ -98,35 +104,43 @@ impl Blip2Config {
     };
 }
 
-struct Overrides<'a> {
-    v: &'a Value,
-    section: &'static str,
+impl Default for ClipConfig {
+    fn default() -> Self {
+        Self::VIT_L14
+    }
+}
+impl Default for ConvNextConfig {
+    fn default() -> Self {
+        Self::XXL
+    }
+}
+impl Default for Dinov2Config {
+    fn default() -> Self {
+        Self::VIT_G14
+    }
+}
+impl Default for Blip2Config {
+    fn default() -> Self {
+        Self::BLIP2
+    }
 }
 
-impl Overrides<'_> {
-    fn usize(&self, key: &str, default: usize) -> Result<usize, ConfigError> {
-        match &self.v[key] {
-            Value::Null => Ok(default),
-            x => x.as_u64().map(|n| n as usize).ok_or_else(|| self.bad(key)),
-        }
-    }
-    fn four(&self, key: &str, default: [usize; 4]) -> Result<[usize; 4], ConfigError> {
-        match &self.v[key] {
-            Value::Null => Ok(default),
-            Value::Array(a) if a.len() == 4 => {
-                let mut out = [0; 4];
-                for (o, x) in out.iter_mut().zip(a) {
-                    *o = x.as_u64().ok_or_else(|| self.bad(key))? as usize;
-                }
-                Ok(out)
-            }
-            _ => Err(self.bad(key)),
-        }
-    }
-    fn bad(&self, key: &str) -> ConfigError {
-        ConfigError::Field { file: "config.json".into(), field: format!("vision.{}.{key}", self.section) }
-    }
+/// The `vision` section of `config.json`: any field it leaves out keeps the preset.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct VisionSection {
+    clip: ClipConfig,
+    convnext: ConvNextConfig,
+    dinov2: Dinov2Config,
+    blip2: Blip2Config,
 }
+
+/// Bounds on encoder sizes (docs/design.md §7), far above the full-size presets.
+const MAX_WIDTH: usize = 1 << 14;
+const MAX_MLP: usize = 1 << 16;
+const MAX_LAYERS: usize = 256;
+const MAX_GRID: usize = 256;
+const MAX_QUERIES: usize = 1024;
 
 impl VisionConfig {
     /// The encoders of a multimodal `llama_type` (None for text-only types), with the
@@ -134,45 +148,12 @@ impl VisionConfig {
     pub fn for_llama_type(t: LlamaType, config: &Value, llm_dim: usize) -> Result<Option<Self>, ConfigError> {
         let Some(tiling) = TilingPreset::for_llama_type(t) else { return Ok(None) };
         let light = matches!(t, LlamaType::LlamaEnsLight | LlamaType::LlamaEns5Light);
-        let vision = &config["vision"];
-        let o = |section: &'static str| Overrides { v: &vision[section], section };
-
-        let c = o("clip");
-        let d = ClipConfig::VIT_L14;
-        let act = match c.v["act"].as_str() {
-            None => d.act,
-            Some("quick_gelu") => Activation::QuickGelu,
-            Some("gelu") => Activation::Gelu,
-            Some(_) => return Err(c.bad("act")),
+        let section = match &config["vision"] {
+            Value::Null => VisionSection::default(),
+            v => serde_json::from_value(v.clone())
+                .map_err(|e| ConfigError::Json { file: "config.json".into(), reason: format!("vision: {e}") })?,
         };
-        let clip = ClipConfig { width: c.usize("width", d.width)?, layers: c.usize("layers", d.layers)?, heads: c.usize("heads", d.heads)?, mlp: c.usize("mlp", d.mlp)?, act };
-
-        let n = o("convnext");
-        let convnext = ConvNextConfig { depths: n.four("depths", ConvNextConfig::XXL.depths)?, dims: n.four("dims", ConvNextConfig::XXL.dims)? };
-
-        let g = o("dinov2");
-        let d = Dinov2Config::VIT_G14;
-        let dinov2 = Dinov2Config {
-            dim: g.usize("dim", d.dim)?,
-            layers: g.usize("layers", d.layers)?,
-            heads: g.usize("heads", d.heads)?,
-            ffn_hidden: g.usize("ffn_hidden", d.ffn_hidden)?,
-            pos_grid: g.usize("pos_grid", d.pos_grid)?,
-        };
-
-        let b = o("blip2");
-        let d = Blip2Config::BLIP2;
-        let blip2 = Blip2Config {
-            vision_dim: b.usize("vision_dim", d.vision_dim)?,
-            vision_layers: b.usize("vision_layers", d.vision_layers)?,
-            vision_heads: b.usize("vision_heads", d.vision_heads)?,
-            vision_mlp: b.usize("vision_mlp", d.vision_mlp)?,
-            qformer_dim: b.usize("qformer_dim", d.qformer_dim)?,
-            qformer_layers: b.usize("qformer_layers", d.qformer_layers)?,
-            qformer_heads: b.usize("qformer_heads", d.qformer_heads)?,
-            qformer_mlp: b.usize("qformer_mlp", d.qformer_mlp)?,
-            queries: b.usize("queries", d.queries)?,
-        };
+        let VisionSection { clip, convnext, dinov2, blip2 } = section;
         let cfg = Self {
             clip: (!light).then_some(clip),
             convnext,
@@ -185,8 +166,35 @@ impl VisionConfig {
         Ok(Some(cfg))
     }
 
+    /// Every size within bounds and every width divisible by its head count.
     fn validate(&self) -> Result<(), ConfigError> {
-        let heads_ok = |dim: usize, heads: usize| heads > 0 && dim % heads == 0;
+        let mut checks: Vec<(&str, usize, usize)> = vec![("dinov2.dim", self.dinov2.dim, MAX_WIDTH), ("dinov2.layers", self.dinov2.layers, MAX_LAYERS),
+            ("dinov2.heads", self.dinov2.heads, self.dinov2.dim), ("dinov2.ffn_hidden", self.dinov2.ffn_hidden, MAX_MLP),
+            ("dinov2.pos_grid", self.dinov2.pos_grid, MAX_GRID)];
+        for i in 0..4 {
+            checks.push(("convnext.depths", self.convnext.depths[i], MAX_LAYERS));
+            checks.push(("convnext.dims", self.convnext.dims[i], MAX_WIDTH));
+        }
+        if let Some(c) = self.clip {
+            checks.extend([("clip.width", c.width, MAX_WIDTH), ("clip.layers", c.layers, MAX_LAYERS), ("clip.heads", c.heads, c.width), ("clip.mlp", c.mlp, MAX_MLP)]);
+        }
+        if let Some(b) = self.blip2 {
+            checks.extend([
+                ("blip2.vision_dim", b.vision_dim, MAX_WIDTH),
+                ("blip2.vision_layers", b.vision_layers, MAX_LAYERS),
+                ("blip2.vision_heads", b.vision_heads, b.vision_dim),
+                ("blip2.vision_mlp", b.vision_mlp, MAX_MLP),
+                ("blip2.qformer_dim", b.qformer_dim, MAX_WIDTH),
+                ("blip2.qformer_layers", b.qformer_layers, MAX_LAYERS),
+                ("blip2.qformer_heads", b.qformer_heads, b.qformer_dim),
+                ("blip2.qformer_mlp", b.qformer_mlp, MAX_MLP),
+                ("blip2.queries", b.queries, MAX_QUERIES),
+            ]);
+        }
+        if let Some((name, v, max)) = checks.into_iter().find(|&(_, v, max)| v == 0 || v > max) {
+            return Err(ConfigError::Invalid(format!("vision.{name} = {v} is outside 1..={max}")));
+        }
+        let heads_ok = |dim: usize, heads: usize| dim % heads == 0;
         let mut ok = heads_ok(self.dinov2.dim, self.dinov2.heads);
         if let Some(c) = self.clip {
             ok &= heads_ok(c.width, c.heads);

@@ -1,4 +1,4 @@
-//! The OpenCLIP ConvNeXt-XXLarge trunk (spec §3.2; timm `convnext.py` with
+//! The OpenCLIP ConvNeXt-XXLarge trunk (docs/spec.md §3.2; timm `convnext.py` with
 //! `head.global_pool` and `head.flatten` removed): stem, four stages of depthwise 7×7
 //! blocks with layer scale and erf-GELU, and the channel LayerNorm `head.norm`, giving
 //! [B, C, H/32, W/32]. `tokens` turns that into SPHINX's 257 local tokens.

@@ -1,4 +1,4 @@
-//! DINOv2 ViT-g/14 (spec §3.3; facebookresearch/dinov2 `vision_transformer.py`,
+//! DINOv2 ViT-g/14 (docs/spec.md §3.3; facebookresearch/dinov2 `vision_transformer.py`,
 //! `layers/swiglu_ffn.py`): class token + patches + interpolated positions, 40 pre-norm
 //! blocks with LayerScale and a SwiGLU FFN (`w12` split, first half gated), LN eps 1e-6,
 //! and the final `norm` over all tokens (`x_norm_clstoken` + `x_norm_patchtokens`).

@@ -1,4 +1,4 @@
-//! SPHINX's visual embedding mix (spec §0, §3): CLIP ViT-L/14, ConvNeXt-XXL, DINOv2
+//! SPHINX's visual embedding mix (docs/spec.md §0, §3): CLIP ViT-L/14, ConvNeXt-XXL, DINOv2
 //! ViT-g/14 and the BLIP-2 Q-Former encode every view; their tokens are fused and
 //! projected into the LLM's embedding space (`llama_ens*.py` `encode_image`).
 

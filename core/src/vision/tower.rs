@@ -1,4 +1,4 @@
-//! The fusion of every encoder into the LLM's token stream (spec §3.5, `llama_ens*.py`
+//! The fusion of every encoder into the LLM's token stream (docs/spec.md §3.5, `llama_ens*.py`
 //! `encode_image` + `forward_inference`): per view, 32 Q-Former tokens through
 //! `qformer_proj`, then 257 local tokens — CLIP | ConvNeXt | DINOv2 concatenated on
 //! channels — through `visual_proj`, wrapped in `start_img` … `end_img`; views in order.

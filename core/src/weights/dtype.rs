@@ -85,11 +85,18 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
+    /// Element count, saturating: every weight source checks at open that its tensors'
+    /// sizes fit the file (use [`TensorInfo::checked_byte_len`] on unchecked shapes).
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        self.shape.iter().fold(1usize, |n, &d| n.saturating_mul(d))
     }
+    /// Bytes, saturating (see [`TensorInfo::numel`]).
     pub fn byte_len(&self) -> usize {
-        self.numel() * self.dtype.size()
+        self.numel().saturating_mul(self.dtype.size())
+    }
+    /// Bytes, or `None` when the shape's size overflows.
+    pub fn checked_byte_len(&self) -> Option<usize> {
+        self.shape.iter().try_fold(self.dtype.size(), |n, &d| n.checked_mul(d))
     }
 }
 

@@ -1,4 +1,4 @@
-//! Weights for the web (design.md §4): tensors packed in name order into shards of at
+//! Weights for the web (docs/design.md §4): tensors packed in name order into shards of at
 //! most 32 MiB (a larger tensor gets its own file), described by a JSON manifest —
 //! per tensor its dtype, shape, shard and offset; per shard its size and SHA-256; bytes
 //! per component; and the WebGPU limits the model needs — so a browser can check the
@@ -96,19 +96,56 @@ pub fn plan_shards(infos: &[(String, TensorInfo)]) -> (Vec<TensorEntry>, Vec<u64
     (entries, sizes)
 }
 
+/// Whether `name` names a file directly inside a directory: not empty, no separator,
+/// not `.` or `..`, no drive or NUL. Manifests name their shards this way only.
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', ':', '\0'])
+}
+
 /// The shard file name of shard `i`.
 pub fn shard_file(i: usize) -> String {
     format!("shard-{i:04}.bin")
 }
 
 impl WebManifest {
+    /// Parses and validates a manifest (it comes from a web server or a stranger's directory).
     pub fn parse(json: &str) -> Result<Self, WeightError> {
-        let m: Self = serde_json::from_str(json)
-            .map_err(|e| WeightError::BadSafetensors { file: "manifest.json".into(), reason: e.to_string() })?;
+        let bad = |reason: String| WeightError::BadManifest { reason };
+        let m: Self = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
         if m.format != MANIFEST_FORMAT {
-            return Err(WeightError::BadSafetensors { file: "manifest.json".into(), reason: format!("format '{}', expected '{MANIFEST_FORMAT}'", m.format) });
+            return Err(bad(format!("format '{}', expected '{MANIFEST_FORMAT}'", m.format)));
         }
+        m.validate().map_err(bad)?;
         Ok(m)
+    }
+
+    /// Every file name plain, every hash well-formed, every tensor inside its shard and
+    /// as long as its dtype and shape say, no name twice.
+    fn validate(&self) -> Result<(), String> {
+        for s in self.shards.iter().chain([&self.tokenizer]) {
+            if !is_plain_file_name(&s.file) {
+                return Err(format!("file name '{}' is not a plain file name in the model's directory", s.file));
+            }
+            if s.sha256.len() != 64 || !s.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("file '{}' has no valid SHA-256", s.file));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for t in &self.tensors {
+            if !names.insert(t.name.as_str()) {
+                return Err(format!("tensor '{}' appears twice", t.name));
+            }
+            let dtype = DType::from_safetensors_name(&t.dtype).ok_or_else(|| format!("tensor '{}': unknown dtype {}", t.name, t.dtype))?;
+            let info = TensorInfo { dtype, shape: t.shape.clone() };
+            if info.checked_byte_len().map(|b| b as u64) != Some(t.bytes) {
+                return Err(format!("tensor '{}': {} bytes for shape {:?} {}", t.name, t.bytes, t.shape, t.dtype));
+            }
+            let shard = self.shards.get(t.shard).ok_or_else(|| format!("tensor '{}' is in shard {}, which is not listed", t.name, t.shard))?;
+            if t.offset.checked_add(t.bytes).is_none_or(|end| end > shard.bytes) {
+                return Err(format!("tensor '{}' (bytes {} + {}) lies outside {} ({} bytes)", t.name, t.offset, t.bytes, shard.file, shard.bytes));
+            }
+        }
+        Ok(())
     }
 
     /// Requirements from the tensors: the largest one as f32 must fit one binding.
@@ -160,13 +197,8 @@ impl<F: ShardFetch> WeightSource for ManifestSource<F> {
         let i = *self.by_name.get(name).ok_or_else(|| WeightError::MissingTensor { name: name.into() })?;
         let t = &self.manifest.tensors[i];
         let info = self.info(name).ok_or_else(|| WeightError::UnsupportedDtype { name: name.into(), dtype: t.dtype.clone() })?;
-        if info.byte_len() as u64 != t.bytes {
-            return Err(WeightError::ShapeMismatch { name: name.into(), expected: info.shape, got: vec![t.bytes as usize] });
-        }
+        // `parse` checked that the tensor lies inside its shard.
         let shard = self.manifest.shards.get(t.shard).ok_or_else(|| WeightError::MissingTensor { name: format!("shard {} of {name}", t.shard) })?;
-        if t.offset + t.bytes > shard.bytes {
-            return Err(WeightError::Truncated { file: shard.file.clone(), name: name.into(), start: t.offset, end: t.offset + t.bytes, len: shard.bytes });
-        }
         let bytes = self.fetch.fetch(&shard.file, t.offset, t.bytes).await?;
         if bytes.len() as u64 != t.bytes {
             return Err(WeightError::Truncated { file: shard.file.clone(), name: name.into(), start: t.offset, end: t.offset + t.bytes, len: bytes.len() as u64 });
@@ -192,6 +224,16 @@ mod tests {
         assert_eq!(shards, vec![0, 0, 1, 2, 3, 3, 4]);
         assert_eq!(sizes.iter().map(|s| s / mib as u64).collect::<Vec<_>>(), vec![30, 5, 40, 32, 2]);
         assert_eq!((entries[1].offset, entries[5].offset), (10 * mib as u64, mib as u64));
+    }
+
+    #[test]
+    fn plain_file_names_only() {
+        for ok in ["shard-0000.bin", "tokenizer.model", "a..b"] {
+            assert!(is_plain_file_name(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "../x", "/etc/passwd", "a/b", "a\\b", "C:x", "a\0"] {
+            assert!(!is_plain_file_name(bad), "{bad}");
+        }
     }
 
     #[test]

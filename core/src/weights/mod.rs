@@ -1,4 +1,4 @@
-//! The weight-source seam (design.md §3): the one thing that differs between a
+//! The weight-source seam (docs/design.md §3): the one thing that differs between a
 //! local `.pth` set, a safetensors file, an HTTP shard set or a mix of two sources.
 //! Model code only ever asks a [`WeightSource`] for one tensor at a time, so host
 //! memory peaks near the largest tensor, never the whole model.
@@ -16,7 +16,7 @@ pub use bytes::{copy_range, ByteSource, MemoryBytes};
 pub use dtype::{DType, HostTensor, TensorInfo};
 pub use loader::{LoadProgress, WeightLoader};
 pub use manifest::{
-    component, plan_shards, shard_file, ManifestSource, Requirements, ShardEntry, ShardFetch, TensorEntry, WebManifest,
+    component, is_plain_file_name, plan_shards, shard_file, ManifestSource, Requirements, ShardEntry, ShardFetch, TensorEntry, WebManifest,
     MANIFEST_FORMAT, SHARD_BYTES,
 };
 pub use pth::PthFile;

@@ -2,8 +2,21 @@
 //! and never calls anything: `GLOBAL` + `REDUCE` become inert records, except the
 //! few constructors a state dict needs (`OrderedDict`, `_rebuild_tensor_v2`,
 //! `_rebuild_parameter`), which are recognised by name.
+//!
+//! The pickle comes from a stranger, so the reader is bounded (docs/design.md §7):
+//! containers are reference-counted, so `DUP` and memo gets share a value instead of
+//! copying it (a pickle that doubles a list at every level stays linear in size);
+//! every container records its nesting depth and nothing deeper than [`MAX_DEPTH`] is
+//! built (no stack overflow when a value is compared or dropped); the stack and memo
+//! can only grow by one entry per opcode, so they are bounded by the pickle's length.
+
+use std::rc::Rc;
 
 use super::dtype::DType;
+
+/// The deepest nesting a state dict pickle may have. Real checkpoints nest about five
+/// levels (`{"model": {name: _rebuild_tensor_v2((persistent_id(...), ...))}}`).
+pub const MAX_DEPTH: usize = 64;
 
 /// A tensor as pickled by PyTorch: a view into a storage of the archive.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,23 +30,50 @@ pub struct TensorRef {
     pub stride: Vec<usize>,
 }
 
+/// A sequence of values shared by reference, with the nesting depth of its deepest item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seq {
+    pub items: Rc<Vec<Value>>,
+    depth: usize,
+}
+
+impl Seq {
+    fn new(items: Vec<Value>) -> R<Self> {
+        let depth = 1 + items.iter().map(Value::depth).max().unwrap_or(0);
+        if depth > MAX_DEPTH {
+            return Err(format!("values nested deeper than {MAX_DEPTH} levels"));
+        }
+        Ok(Self { items: Rc::new(items), depth })
+    }
+    /// Appends in place (copying only if the sequence is shared, as a memo snapshot is).
+    fn extend(&mut self, more: Vec<Value>) -> R<()> {
+        let depth = 1 + more.iter().map(Value::depth).max().unwrap_or(0);
+        if depth > MAX_DEPTH {
+            return Err(format!("values nested deeper than {MAX_DEPTH} levels"));
+        }
+        self.depth = self.depth.max(depth);
+        Rc::make_mut(&mut self.items).extend(more);
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     None,
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(String),
-    Bytes(Vec<u8>),
-    Tuple(Vec<Value>),
-    List(Vec<Value>),
-    Dict(Vec<(Value, Value)>),
-    Global(String, String),
-    /// `callable(*args)`, kept as data.
-    Call(Box<Value>, Box<Value>),
-    PersistentId(Box<Value>),
-    Tensor(TensorRef),
-    Mark,
+    Str(Rc<str>),
+    Bytes(Rc<[u8]>),
+    Tuple(Seq),
+    List(Seq),
+    /// Key/value pairs, flattened: `[k0, v0, k1, v1, ...]`.
+    Dict(Seq),
+    Global(Rc<str>, Rc<str>),
+    /// `callable(*args)`, kept as data: `[callable, args]`.
+    Call(Seq),
+    PersistentId(Seq),
+    Tensor(Rc<TensorRef>),
 }
 
 impl Value {
@@ -51,8 +91,21 @@ impl Value {
     }
     fn items(&self) -> Option<&[Value]> {
         match self {
-            Value::Tuple(v) | Value::List(v) => Some(v),
+            Value::Tuple(v) | Value::List(v) => Some(&v.items),
             _ => None,
+        }
+    }
+    /// The `(key, value)` pairs of a dict.
+    pub fn dict_pairs(&self) -> Option<impl Iterator<Item = (&Value, &Value)>> {
+        match self {
+            Value::Dict(d) => Some(d.items.chunks_exact(2).map(|kv| (&kv[0], &kv[1]))),
+            _ => None,
+        }
+    }
+    fn depth(&self) -> usize {
+        match self {
+            Value::Tuple(s) | Value::List(s) | Value::Dict(s) | Value::Call(s) | Value::PersistentId(s) => s.depth,
+            _ => 0,
         }
     }
 }
@@ -61,6 +114,8 @@ struct Machine<'a> {
     data: &'a [u8],
     pos: usize,
     stack: Vec<Value>,
+    /// Stack heights at each open MARK (CPython's "metastack").
+    marks: Vec<usize>,
     memo: std::collections::HashMap<u32, Value>,
 }
 
@@ -82,13 +137,16 @@ impl<'a> Machine<'a> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
-    fn line(&mut self) -> R<String> {
+    fn line(&mut self) -> R<Rc<str>> {
         let start = self.pos;
         let n = self.data[start..].iter().position(|&b| b == b'\n').ok_or("unterminated line")?;
         self.pos = start + n + 1;
-        String::from_utf8(self.data[start..start + n].to_vec()).map_err(|_| "non-UTF-8 name".into())
+        std::str::from_utf8(&self.data[start..start + n]).map(Rc::from).map_err(|_| "non-UTF-8 name".into())
     }
     fn pop(&mut self) -> R<Value> {
+        if self.marks.last().is_some_and(|&m| m >= self.stack.len()) {
+            return Err("stack underflow below a MARK".into());
+        }
         self.stack.pop().ok_or_else(|| "stack underflow".into())
     }
     fn top(&mut self) -> R<&mut Value> {
@@ -96,14 +154,27 @@ impl<'a> Machine<'a> {
     }
     /// Pops everything above the last MARK.
     fn pop_mark(&mut self) -> R<Vec<Value>> {
-        let m = self.stack.iter().rposition(|v| *v == Value::Mark).ok_or("MARK not found")?;
-        let items = self.stack.split_off(m + 1);
-        self.stack.pop();
-        Ok(items)
+        let m = self.marks.pop().ok_or("MARK not found")?;
+        if m > self.stack.len() {
+            return Err("stack underflow below a MARK".into());
+        }
+        Ok(self.stack.split_off(m))
     }
     fn text(&mut self, n: usize) -> R<Value> {
         let b = self.take(n)?;
-        Ok(Value::Str(String::from_utf8(b.to_vec()).map_err(|_| "invalid UTF-8 string")?))
+        Ok(Value::Str(std::str::from_utf8(b).map_err(|_| "invalid UTF-8 string")?.into()))
+    }
+    fn push_seq(&mut self, wrap: fn(Seq) -> Value, items: Vec<Value>) -> R<()> {
+        let v = wrap(Seq::new(items)?);
+        self.stack.push(v);
+        Ok(())
+    }
+    /// Extends the container on top of the stack, which must be a `what`.
+    fn extend_top(&mut self, what: &str, items: Vec<Value>) -> R<()> {
+        match (what, self.top()?) {
+            ("dict", Value::Dict(d)) | ("list", Value::List(d)) => d.extend(items),
+            _ => Err(format!("adding items to a non-{what}")),
+        }
     }
 
     fn run(mut self) -> R<Value> {
@@ -117,10 +188,10 @@ impl<'a> Machine<'a> {
                     self.take(8)?; // FRAME
                 }
                 b'.' => return self.pop(),
-                b'}' => self.stack.push(Value::Dict(Vec::new())),
-                b']' => self.stack.push(Value::List(Vec::new())),
-                b')' => self.stack.push(Value::Tuple(Vec::new())),
-                b'(' => self.stack.push(Value::Mark),
+                b'}' => self.push_seq(Value::Dict, Vec::new())?,
+                b']' => self.push_seq(Value::List, Vec::new())?,
+                b')' => self.push_seq(Value::Tuple, Vec::new())?,
+                b'(' => self.marks.push(self.stack.len()),
                 b'N' => self.stack.push(Value::None),
                 0x88 => self.stack.push(Value::Bool(true)),
                 0x89 => self.stack.push(Value::Bool(false)),
@@ -171,43 +242,35 @@ impl<'a> Machine<'a> {
                     let v = self.text(n)?;
                     self.stack.push(v)
                 }
-                b'U' | b'C' => {
-                    let n = self.byte()? as usize;
-                    let b = self.take(n)?.to_vec();
-                    self.stack.push(if op == b'U' {
-                        Value::Str(String::from_utf8_lossy(&b).into_owned())
+                b'U' | b'C' | b'T' | b'B' => {
+                    let n = if matches!(op, b'U' | b'C') { self.byte()? as usize } else { self.u32le()? as usize };
+                    let b = self.take(n)?;
+                    self.stack.push(if matches!(op, b'U' | b'T') {
+                        Value::Str(String::from_utf8_lossy(b).into())
                     } else {
-                        Value::Bytes(b)
-                    })
-                }
-                b'T' | b'B' => {
-                    let n = self.u32le()? as usize;
-                    let b = self.take(n)?.to_vec();
-                    self.stack.push(if op == b'T' {
-                        Value::Str(String::from_utf8_lossy(&b).into_owned())
-                    } else {
-                        Value::Bytes(b)
+                        Value::Bytes(b.into())
                     })
                 }
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(items))
+                    self.push_seq(Value::Tuple, items)?
                 }
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::List(items))
+                    self.push_seq(Value::List, items)?
                 }
                 b'd' => {
-                    let items = self.pop_mark()?;
-                    self.stack.push(Value::Dict(pairs(items)?))
+                    let items = pairs(self.pop_mark()?)?;
+                    self.push_seq(Value::Dict, items)?
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
-                    if self.stack.len() < n {
+                    let floor = self.marks.last().copied().unwrap_or(0);
+                    if self.stack.len() < floor + n {
                         return Err("stack underflow".into());
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
-                    self.stack.push(Value::Tuple(items))
+                    self.push_seq(Value::Tuple, items)?
                 }
                 b'c' => {
                     let module = self.line()?;
@@ -233,20 +296,14 @@ impl<'a> Machine<'a> {
                 }
                 b'Q' => {
                     let pid = self.pop()?;
-                    self.stack.push(Value::PersistentId(Box::new(pid)))
+                    self.push_seq(Value::PersistentId, vec![pid])?
                 }
-                b'q' => {
-                    let i = self.byte()? as u32;
-                    let v = self.top()?.clone();
-                    self.memo.insert(i, v);
-                }
-                b'r' => {
-                    let i = self.u32le()?;
-                    let v = self.top()?.clone();
-                    self.memo.insert(i, v);
-                }
-                0x94 => {
-                    let i = self.memo.len() as u32;
+                b'q' | b'r' | 0x94 => {
+                    let i = match op {
+                        b'q' => self.byte()? as u32,
+                        b'r' => self.u32le()?,
+                        _ => u32::try_from(self.memo.len()).map_err(|_| "memo too large")?,
+                    };
                     let v = self.top()?.clone();
                     self.memo.insert(i, v);
                 }
@@ -258,31 +315,19 @@ impl<'a> Machine<'a> {
                 b's' => {
                     let v = self.pop()?;
                     let k = self.pop()?;
-                    match self.top()? {
-                        Value::Dict(d) => d.push((k, v)),
-                        _ => return Err("SETITEM on a non-dict".into()),
-                    }
+                    self.extend_top("dict", vec![k, v])?
                 }
                 b'u' => {
                     let items = pairs(self.pop_mark()?)?;
-                    match self.top()? {
-                        Value::Dict(d) => d.extend(items),
-                        _ => return Err("SETITEMS on a non-dict".into()),
-                    }
+                    self.extend_top("dict", items)?
                 }
                 b'a' => {
                     let v = self.pop()?;
-                    match self.top()? {
-                        Value::List(l) => l.push(v),
-                        _ => return Err("APPEND on a non-list".into()),
-                    }
+                    self.extend_top("list", vec![v])?
                 }
                 b'e' => {
                     let items = self.pop_mark()?;
-                    match self.top()? {
-                        Value::List(l) => l.extend(items),
-                        _ => return Err("APPENDS on a non-list".into()),
-                    }
+                    self.extend_top("list", items)?
                 }
                 b'0' => {
                     self.pop()?;
@@ -300,30 +345,26 @@ impl<'a> Machine<'a> {
     }
 }
 
-fn pairs(items: Vec<Value>) -> R<Vec<(Value, Value)>> {
+/// Checks that dict items come in key/value pairs.
+fn pairs(items: Vec<Value>) -> R<Vec<Value>> {
     if items.len() % 2 != 0 {
         return Err("odd number of dict items".into());
     }
-    let mut it = items.into_iter();
-    let mut out = Vec::new();
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        out.push((k, v));
-    }
-    Ok(out)
+    Ok(items)
 }
 
 /// `func(*args)` for the constructors a state dict uses; anything else stays inert.
 fn reduce(func: Value, args: Value) -> R<Value> {
     let Value::Global(module, name) = &func else {
-        return Ok(Value::Call(Box::new(func), Box::new(args)));
+        return Ok(Value::Call(Seq::new(vec![func, args])?));
     };
-    match (module.as_str(), name.as_str()) {
-        ("collections", "OrderedDict") | ("builtins", "dict") => Ok(Value::Dict(Vec::new())),
+    match (&**module, &**name) {
+        ("collections", "OrderedDict") | ("builtins", "dict") => Ok(Value::Dict(Seq::new(Vec::new())?)),
         ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => rebuild_tensor(&args),
         ("torch._utils", "_rebuild_parameter") | ("torch._utils", "_rebuild_parameter_with_state") => {
             args.items().and_then(|a| a.first().cloned()).ok_or_else(|| "bad _rebuild_parameter".into())
         }
-        _ => Ok(Value::Call(Box::new(func), Box::new(args))),
+        _ => Ok(Value::Call(Seq::new(vec![func, args])?)),
     }
 }
 
@@ -335,29 +376,27 @@ fn rebuild_tensor(args: &Value) -> R<Value> {
     else {
         return Err("unexpected _rebuild_tensor arguments".into());
     };
-    let p = pid.items().ok_or("storage id is not a tuple")?;
+    let p = pid.items.first().and_then(Value::items).ok_or("storage id is not a tuple")?;
     let dtype = match p.get(1) {
         Some(Value::Global(_, n)) => DType::from_torch_storage(n).ok_or_else(|| format!("unsupported storage {n}"))?,
         _ => return Err("storage type missing".into()),
     };
     let storage = match p.get(2) {
-        Some(Value::Str(s)) => s.clone(),
+        Some(Value::Str(s)) => s.to_string(),
         Some(Value::Int(i)) => i.to_string(),
         _ => return Err("storage key missing".into()),
     };
     let dims = |v: &Value| -> R<Vec<usize>> {
-        v.items().ok_or("shape is not a tuple")?.iter().map(|d| d.as_usize().ok_or_else(|| "bad dim".into())).collect()
+        v.items().ok_or("shape is not a tuple")?.iter().map(|d| d.as_usize().ok_or_else(|| "negative or non-integer dim".into())).collect()
     };
-    Ok(Value::Tensor(TensorRef {
-        storage,
-        dtype,
-        offset: offset.as_usize().ok_or("bad storage offset")?,
-        shape: dims(size)?,
-        stride: dims(stride)?,
-    }))
+    let (shape, stride) = (dims(size)?, dims(stride)?);
+    if shape.len() != stride.len() {
+        return Err(format!("shape {shape:?} and stride {stride:?} differ in rank"));
+    }
+    Ok(Value::Tensor(Rc::new(TensorRef { storage, dtype, offset: offset.as_usize().ok_or("bad storage offset")?, shape, stride })))
 }
 
 /// Interprets a pickle stream and returns its top-level value.
 pub fn parse(data: &[u8]) -> Result<Value, String> {
-    Machine { data, pos: 0, stack: Vec::new(), memo: Default::default() }.run()
+    Machine { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: Default::default() }.run()
 }

@@ -1,12 +1,21 @@
-//! Safetensors: an 8-byte little-endian header length, a JSON header naming each
-//! tensor's dtype, shape and byte range, then the data.
+//! Safetensors (docs/spec.md §8): an 8-byte little-endian header length, a JSON header
+//! naming each tensor's dtype, shape and byte range, then the data. The header is parsed
+//! and validated by the `safetensors` crate (offsets contiguous from 0 and consistent
+//! with dtype × shape, no overflow); this module adds what a stranger's file also needs
+//! here: the header bounded by the file before it is read, duplicate names refused, and
+//! the data area exactly as long as the tensors. Tensors are read one at a time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+
+use ::safetensors::tensor::{Metadata, TensorInfo as StInfo};
 
 use super::bytes::ByteSource;
 use super::dtype::{DType, HostTensor, TensorInfo};
 use super::WeightSource;
 use crate::error::WeightError;
+
+/// The largest JSON header accepted (the `safetensors` crate's own limit).
+pub const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 pub struct SafetensorsFile<B: ByteSource> {
     bytes: B,
@@ -24,36 +33,49 @@ impl<B: ByteSource> SafetensorsFile<B> {
         let mut len = [0u8; 8];
         bytes.read_at(0, &mut len)?;
         let header_len = u64::from_le_bytes(len);
-        if header_len > 100_000_000 || 8 + header_len > bytes.len() {
-            return Err(bad(format!("header length {header_len} does not fit the file")));
+        if header_len > MAX_HEADER_BYTES || header_len > bytes.len() - 8 {
+            return Err(bad(format!("header length {header_len} does not fit the file ({} bytes)", bytes.len())));
         }
         let mut header = vec![0u8; header_len as usize];
         bytes.read_at(8, &mut header)?;
-        let json: serde_json::Value = serde_json::from_slice(&header).map_err(|e| bad(format!("header JSON: {e}")))?;
-        let obj = json.as_object().ok_or_else(|| bad("header is not an object".into()))?;
-        let mut tensors = BTreeMap::new();
-        for (name, v) in obj {
-            if name == "__metadata__" {
-                continue;
-            }
-            let dtype = v["dtype"].as_str().and_then(DType::from_safetensors_name);
-            let dtype = dtype.ok_or_else(|| bad(format!("tensor {name}: missing or unknown dtype")))?;
-            let shape: Option<Vec<usize>> =
-                v["shape"].as_array().map(|a| a.iter().filter_map(|d| d.as_u64().map(|d| d as usize)).collect());
-            let shape = shape.ok_or_else(|| bad(format!("tensor {name}: missing shape")))?;
-            let off = v["data_offsets"].as_array();
-            let (b, e) = match off.map(|o| (o.first().and_then(|x| x.as_u64()), o.get(1).and_then(|x| x.as_u64()))) {
-                Some((Some(b), Some(e))) if e >= b => (b, e),
-                _ => return Err(bad(format!("tensor {name}: bad data_offsets"))),
-            };
-            let info = TensorInfo { dtype, shape };
-            if (e - b) as usize != info.byte_len() {
-                return Err(bad(format!("tensor {name}: {} bytes for shape {:?} {dtype}", e - b, info.shape)));
-            }
-            tensors.insert(name.clone(), (info, b, e));
+        refuse_duplicate_names(&header).map_err(|e| bad(format!("header JSON: {e}")))?;
+        let meta: Metadata = serde_json::from_slice(&header).map_err(|e| bad(format!("header: {e}")))?;
+        let data_start = 8 + header_len;
+        let data_len = bytes.len() - data_start;
+        if meta.data_len() as u64 != data_len {
+            return Err(bad(format!("the tensors cover {} bytes but the data area has {data_len}", meta.data_len())));
         }
-        Ok(Self { bytes, data_start: 8 + header_len, tensors })
+        let mut tensors = BTreeMap::new();
+        for (name, info) in meta.tensors() {
+            let dtype = DType::from_safetensors_name(&info.dtype.to_string())
+                .ok_or_else(|| bad(format!("tensor {name}: unsupported dtype {}", info.dtype)))?;
+            let (b, e) = info.data_offsets;
+            tensors.insert(name, (TensorInfo { dtype, shape: info.shape.clone() }, b as u64, e as u64));
+        }
+        Ok(Self { bytes, data_start, tensors })
     }
+}
+
+/// Fails on a name that appears twice in the header (a JSON map would keep only one).
+fn refuse_duplicate_names(header: &[u8]) -> Result<(), serde_json::Error> {
+    struct UniqueKeys;
+    impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                if !seen.insert(key.clone()) {
+                    return Err(serde::de::Error::custom(format!("'{key}' appears twice")));
+                }
+            }
+            Ok(())
+        }
+    }
+    serde::Deserializer::deserialize_map(&mut serde_json::Deserializer::from_slice(header), UniqueKeys)
 }
 
 impl<B: ByteSource> WeightSource for SafetensorsFile<B> {
@@ -65,37 +87,36 @@ impl<B: ByteSource> WeightSource for SafetensorsFile<B> {
     }
     async fn read(&self, name: &str) -> Result<HostTensor, WeightError> {
         let (info, b, e) = self.tensors.get(name).ok_or_else(|| WeightError::MissingTensor { name: name.into() })?;
-        let (start, end) = (self.data_start + b, self.data_start + e);
-        if end > self.bytes.len() {
-            return Err(WeightError::Truncated {
-                file: self.bytes.name().into(),
-                name: name.into(),
-                start,
-                end,
-                len: self.bytes.len(),
-            });
-        }
-        let mut bytes = vec![0u8; (end - start) as usize];
-        self.bytes.read_at(start, &mut bytes)?;
+        // Validated at open: `b ≤ e` and `data_start + e` is the file's length at most.
+        let mut bytes = vec![0u8; (e - b) as usize];
+        self.bytes.read_at(self.data_start + b, &mut bytes)?;
         Ok(HostTensor { dtype: info.dtype, shape: info.shape.clone(), bytes })
     }
 }
 
 /// The safetensors header (length prefix + JSON, padded to 8 bytes) for tensors
-/// written in this order, so the data can follow tensor by tensor.
-pub fn safetensors_header(tensors: &[(String, TensorInfo)], metadata: &BTreeMap<String, String>) -> Vec<u8> {
+/// written in this order, so the data can follow tensor by tensor. The entries are the
+/// `safetensors` crate's, checked by it; names and metadata keep a stable order so the
+/// same tensors always give the same bytes.
+pub fn safetensors_header(tensors: &[(String, TensorInfo)], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>, WeightError> {
+    let bad = |reason: String| WeightError::BadSafetensors { file: "(header being written)".into(), reason };
+    let mut entries = Vec::with_capacity(tensors.len());
+    let mut offset = 0usize;
+    for (name, t) in tensors {
+        let dtype = serde_json::from_value(serde_json::json!(t.dtype.safetensors_name())).map_err(|e| bad(e.to_string()))?;
+        let len = t.checked_byte_len().ok_or_else(|| bad(format!("tensor {name}: size overflows")))?;
+        let end = offset.checked_add(len).ok_or_else(|| bad("total size overflows".into()))?;
+        entries.push((name.clone(), StInfo { dtype, shape: t.shape.clone(), data_offsets: (offset, end) }));
+        offset = end;
+    }
+    // Validation only: offsets contiguous, sizes consistent.
+    Metadata::new(None, entries.clone()).map_err(|e| bad(e.to_string()))?;
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
         header.insert("__metadata__".into(), serde_json::json!(metadata));
     }
-    let mut offset = 0usize;
-    for (name, t) in tensors {
-        let len = t.byte_len();
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": t.dtype.safetensors_name(), "shape": t.shape, "data_offsets": [offset, offset + len]}),
-        );
-        offset += len;
+    for (name, info) in entries {
+        header.insert(name, serde_json::to_value(info).map_err(|e| bad(e.to_string()))?);
     }
     let mut h = serde_json::Value::Object(header).to_string().into_bytes();
     while h.len() % 8 != 0 {
@@ -104,15 +125,15 @@ pub fn safetensors_header(tensors: &[(String, TensorInfo)], metadata: &BTreeMap<
     let mut out = Vec::with_capacity(8 + h.len());
     out.extend_from_slice(&(h.len() as u64).to_le_bytes());
     out.extend_from_slice(&h);
-    out
+    Ok(out)
 }
 
 /// Serialises tensors as one safetensors file in memory, in the given order.
-pub fn write_safetensors(tensors: &[(String, HostTensor)], metadata: &BTreeMap<String, String>) -> Vec<u8> {
+pub fn write_safetensors(tensors: &[(String, HostTensor)], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>, WeightError> {
     let infos: Vec<(String, TensorInfo)> = tensors.iter().map(|(n, t)| (n.clone(), t.info())).collect();
-    let mut out = safetensors_header(&infos, metadata);
+    let mut out = safetensors_header(&infos, metadata)?;
     for (_, t) in tensors {
         out.extend_from_slice(&t.bytes);
     }
-    out
+    Ok(out)
 }

@@ -1,4 +1,4 @@
-//! Model-parallel shards merged on read (spec §2.6, §2.7, §8;
+//! Model-parallel shards merged on read (docs/spec.md §2.6, §2.7, §8;
 //! `accessory/util/tensor_parallel.py`): column-parallel weights are concatenated
 //! along dim 0, row-parallel ones and the embedding along dim 1, Mixtral expert
 //! weights per expert along the hidden dim, and everything else is replicated.
