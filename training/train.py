@@ -278,10 +278,10 @@ def eval_set(n):
         for i in range(n):
             img, items = shapes.items(EVAL_SEED[domain] + i, domain)
             if domain == "real":
-                # JPEG artefacts, then stored losslessly: JPEG decoders differ by a level
-                # or two per pixel (Pillow's libjpeg-turbo and the runtime's `image`
-                # crate), which flipped 21 of 420 near-tie box digits; the parity test is
-                # about the model, so both sides read the same pixels.
+                # JPEG artefacts, then stored losslessly, so the parity test is about the
+                # model. (The runtime's JPEG decoder, jpeg/, now equals Pillow's bit for
+                # bit; tests/fixtures/gen/make_micro_jpegs.py re-creates these JPEG files
+                # and micro_eval answers from them too.)
                 img = photo_jpeg(img, 90)
             buf = io.BytesIO()
             img.save(buf, "PNG", optimize=True)

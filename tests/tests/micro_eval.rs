@@ -130,3 +130,35 @@ fn image_number(item: &serde_json::Value) -> usize {
     let file = item["image"].as_str().unwrap();
     file.rsplit('/').next().unwrap().split('.').next().unwrap().parse().unwrap()
 }
+
+/// The JPEG files behind the first real-domain images (tests/fixtures/gen/make_micro_jpegs.py):
+/// the runtime decodes each to exactly the pixels Pillow gave PyTorch (the committed PNG),
+/// and answers every question about it, from the JPEG file, exactly as PyTorch did.
+#[test]
+fn micro_model_answers_from_jpeg_files_like_pytorch() {
+    let fix = root().join("tests/fixtures/micro-eval");
+    let spec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fix.join("items.json")).unwrap()).unwrap();
+    let model = load_model_from(&root().join(spec["model"].as_str().unwrap()), &burn::tensor::Device::flex());
+    let mut jpegs: Vec<_> = std::fs::read_dir(fix.join("real-jpeg")).unwrap().map(|e| e.unwrap().path()).collect();
+    jpegs.sort();
+    assert!(jpegs.len() >= 20, "{} JPEG files", jpegs.len());
+    let mut answered = 0;
+    for jpeg in &jpegs {
+        let stem = jpeg.file_stem().unwrap().to_str().unwrap();
+        let png = fix.join(format!("real/{stem}.png"));
+        let opts = DecodeOptions::default();
+        let from_jpeg = sphinx_core::preprocess::decode_image(&std::fs::read(jpeg).unwrap(), &opts).unwrap();
+        let from_png = sphinx_core::preprocess::decode_image(&std::fs::read(&png).unwrap(), &opts).unwrap();
+        assert_eq!((from_jpeg.width, from_jpeg.height), (from_png.width, from_png.height), "{stem}");
+        let differing = from_jpeg.data.iter().zip(&from_png.data).filter(|(a, b)| a != b).count();
+        assert_eq!(differing, 0, "{stem}.jpg decodes to {differing} values that differ from Pillow's");
+        for item in spec["items"].as_array().unwrap().iter().filter(|i| i["image"] == format!("real/{stem}.png")) {
+            let mut item = item.clone();
+            item["image"] = format!("real-jpeg/{stem}.jpg").into();
+            let (_, text) = answer(&model, &fix, &item);
+            assert_eq!(text, item["torch_answer"].as_str().unwrap(), "{stem}.jpg: {}", item["instruction"]);
+            answered += 1;
+        }
+    }
+    eprintln!("{} JPEG files decode exactly as Pillow; {answered} answers from them equal PyTorch's", jpegs.len());
+}

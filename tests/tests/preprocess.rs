@@ -1,10 +1,7 @@
 //! Image preprocessing against Pillow and torch (fixtures/gen/make_image_fixtures.py):
-//! decoded pixels (PNG, GIF, BMP, WebP) and the padded, resized 8-bit squares must be
-//! identical to Pillow's, and the normalised in-model views within 1e-5 of torch's.
-//!
-//! JPEG is the exception: the `image` crate's decoder and libjpeg-turbo (Pillow's) use
-//! different IDCTs, so decoded JPEG pixels differ by a few levels. That difference is
-//! bounded here, and the transform is checked on Pillow's own decoded pixels.
+//! decoded pixels (JPEG — through `jpeg-exact`, libjpeg-turbo's decode bit for bit —
+//! PNG, GIF, BMP, WebP) and the padded, resized 8-bit squares must be identical to
+//! Pillow's, and the normalised in-model views within 1e-5 of torch's.
 
 use sha2::{Digest, Sha256};
 use sphinx_core::preprocess::{decode_image, padded_resize, DecodeOptions, RgbImage, TilingPreset};
@@ -45,18 +42,9 @@ fn decoded_pixels_equal_pillow_convert_rgb() {
         let img = decode(name);
         assert_eq!([img.width as u64, img.height as u64], [w["size"][0].as_u64().unwrap(), w["size"][1].as_u64().unwrap()], "{name}");
         assert_eq!(sha(&pillow_pixels(name)), w["sha256"].as_str().unwrap(), "{name}: fixture");
-        if name.ends_with(".jpg") {
-            let pil = pillow_pixels(name);
-            let diffs: Vec<i32> = img.data.iter().zip(&pil.data).map(|(&a, &b)| (a as i32 - b as i32).abs()).collect();
-            let max = diffs.iter().copied().max().unwrap_or(0);
-            let frac = diffs.iter().filter(|&&d| d > 0).count() as f64 / diffs.len() as f64;
-            eprintln!("{name}: JPEG decode vs libjpeg-turbo: {:.2}% of values differ, max {max}", frac * 100.0);
-            // Observed: photos differ by at most 3 levels; high-frequency synthetic noise by up to 11.
-            let bound = if name.starts_with("synthetic/") { 16 } else { 4 };
-            assert!(max <= bound && frac < 0.3, "{name}: JPEG decode drifted from Pillow's (max {max}, {frac})");
-        } else {
-            assert_eq!(sha(&img), w["sha256"].as_str().unwrap(), "{name}: decoded pixels differ from Pillow's");
-        }
+        let differing = img.data.iter().zip(&pillow_pixels(name).data).filter(|(a, b)| a != b).count();
+        assert_eq!(differing, 0, "{name}: {differing} decoded values differ from Pillow's");
+        assert_eq!(sha(&img), w["sha256"].as_str().unwrap(), "{name}: decoded pixels differ from Pillow's");
         checked += 1;
     }
     assert!(checked >= 15);

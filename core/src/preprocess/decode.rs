@@ -1,13 +1,15 @@
-//! Decoding with the `image` crate, from bytes, converted to RGB exactly as Pillow's
-//! `Image.open(f).convert("RGB")` does: alpha dropped (not composited), grey
+//! Decoding from bytes to RGB exactly as Pillow's `Image.open(f).convert("RGB")` does.
+//! JPEG goes through `jpeg-exact` (this workspace's `jpeg/`), which reproduces
+//! libjpeg-turbo's default decode bit for bit (docs/spec.md §4.1); other formats through
+//! the `image` crate, converted as Pillow converts: alpha dropped (not composited), grey
 //! replicated, palette looked up, 16-bit colour reduced to its high byte, and 16-bit
 //! grey (Pillow's mode `I;16`) clamped to 255. EXIF orientation is ignored by default,
-//! like the reference, and applied on request. The pixel count is checked from the
-//! header before anything is decoded.
+//! like the reference, and applied on request. The pixel count, and that of the square
+//! the image is padded to, are checked from the header before anything is decoded.
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 use thiserror::Error;
 
 use super::images::RgbImage;
@@ -81,13 +83,20 @@ pub fn decode_image(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage, Imag
         return Err(ImageError::SquareTooLarge { width, height, side, max_pixels: opts.max_pixels });
     }
     let mut r = reader()?;
+    let is_jpeg = r.format() == Some(ImageFormat::Jpeg);
     let mut limits = Limits::default();
     // Room for the largest decoded buffer (RGBA, 16 bits per channel) and no more.
     limits.max_alloc = Some(pixels.saturating_mul(8).saturating_add(1 << 20));
     r.limits(limits);
     let mut decoder = r.into_decoder().map_err(corrupt)?;
     let orientation = if opts.apply_exif_orientation { decoder.orientation().ok() } else { None };
-    let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
+    let mut img = if is_jpeg {
+        let (w, h, rgb) = jpeg_exact::decode_rgb(bytes, opts.max_pixels).map_err(|e| ImageError::Corrupt(e.to_string()))?;
+        let buf = image::RgbImage::from_raw(w, h, rgb).ok_or_else(|| ImageError::Corrupt("JPEG decoder returned a short buffer".into()))?;
+        DynamicImage::ImageRgb8(buf)
+    } else {
+        DynamicImage::from_decoder(decoder).map_err(corrupt)?
+    };
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
