@@ -68,20 +68,16 @@ pub struct ModelArgs {
 
 
 impl ModelArgs {
-    /// Loading options for the model directory `dir` with everything else default.
+    /// Loading options for the model directory `dir` with every other option at its
+    /// command-line default (parsed by clap, so the defaults are stated once).
     pub fn for_dir(dir: &Path) -> Self {
-        Self {
-            model: dir.to_path_buf(),
-            tokenizer: None,
-            max_seq_len: None,
-            clip_gelu: false,
-            stream_encoders: false,
-            mix_with: None,
-            beta: 0.5,
-            rules: Vec::new(),
-            extrapolate: false,
-            device_memory: None,
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            model: ModelArgs,
         }
+        let dir = dir.as_os_str().to_os_string();
+        <Only as clap::Parser>::parse_from([std::ffi::OsString::from("sphinx"), "--model".into(), dir]).model
     }
 
     pub fn overrides(&self) -> ConfigOverrides {

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use memmap2::Mmap;
 use sha2::{Digest, Sha256};
 use sphinx_core::error::WeightError;
-use sphinx_core::weights::{ShardEntry, ShardFetch, WebManifest};
+use sphinx_core::weights::{past_the_end, slice_range, ShardEntry, ShardFetch, WebManifest};
 
 use crate::files::ModelDir;
 
@@ -64,14 +64,6 @@ impl LocalShards {
 impl ShardFetch for LocalShards {
     async fn fetch(&self, file: &str, offset: u64, len: u64) -> Result<Vec<u8>, WeightError> {
         let map = self.shard(file)?;
-        let end = offset.checked_add(len);
-        let range = usize::try_from(offset).ok().zip(end.and_then(|e| usize::try_from(e).ok()));
-        range.and_then(|(s, e)| map.get(s..e)).map(<[u8]>::to_vec).ok_or_else(|| WeightError::Truncated {
-            file: file.into(),
-            name: file.into(),
-            start: offset,
-            end: end.unwrap_or(u64::MAX),
-            len: map.len() as u64,
-        })
+        slice_range(&map, offset, len).map(<[u8]>::to_vec).ok_or_else(|| past_the_end(file, offset, len, map.len()))
     }
 }

@@ -141,8 +141,7 @@ struct Shards(Vec<(String, Vec<u8>)>);
 impl ShardFetch for Shards {
     async fn fetch(&self, file: &str, offset: u64, len: u64) -> Result<Vec<u8>, sphinx_core::error::WeightError> {
         let data = &self.0.iter().find(|(f, _)| f == file).ok_or_else(|| sphinx_core::error::WeightError::MissingTensor { name: file.into() })?.1;
-        let range = usize::try_from(offset).ok().zip(offset.checked_add(len).and_then(|e| usize::try_from(e).ok()));
-        Ok(range.and_then(|(s, e)| data.get(s..e)).unwrap_or_default().to_vec())
+        Ok(sphinx_core::weights::slice_range(data, offset, len).unwrap_or_default().to_vec())
     }
 }
 

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use js_sys::{ArrayBuffer, Function, Promise, Uint8Array};
 use sphinx_core::api::DownloadProgress;
 use sphinx_core::error::WeightError;
-use sphinx_core::weights::{ShardFetch, WebManifest};
+use sphinx_core::weights::{past_the_end, slice_range, ShardFetch, WebManifest};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
@@ -214,10 +214,6 @@ impl ShardFetch for HttpShards {
         }
         let cur = self.current.borrow();
         let data = &cur.as_ref().ok_or_else(|| WeightError::Io { file: file.into(), reason: "shard vanished".into() })?.1;
-        let range = usize::try_from(offset).ok().zip(offset.checked_add(len).and_then(|e| usize::try_from(e).ok()));
-        range
-            .and_then(|(s, e)| data.get(s..e))
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| WeightError::Truncated { file: file.into(), name: file.into(), start: offset, end: offset + len, len: data.len() as u64 })
+        slice_range(data, offset, len).map(<[u8]>::to_vec).ok_or_else(|| past_the_end(file, offset, len, data.len()))
     }
 }

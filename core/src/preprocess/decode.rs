@@ -88,14 +88,20 @@ pub fn decode_image(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage, Imag
     // Room for the largest decoded buffer (RGBA, 16 bits per channel) and no more.
     limits.max_alloc = Some(pixels.saturating_mul(8).saturating_add(1 << 20));
     r.limits(limits);
-    let mut decoder = r.into_decoder().map_err(corrupt)?;
-    let orientation = if opts.apply_exif_orientation { decoder.orientation().ok() } else { None };
-    let mut img = if is_jpeg {
-        let (w, h, rgb) = jpeg_exact::decode_rgb(bytes, opts.max_pixels).map_err(|e| ImageError::Corrupt(e.to_string()))?;
-        let buf = image::RgbImage::from_raw(w, h, rgb).ok_or_else(|| ImageError::Corrupt("JPEG decoder returned a short buffer".into()))?;
-        DynamicImage::ImageRgb8(buf)
-    } else {
-        DynamicImage::from_decoder(decoder).map_err(corrupt)?
+    // JPEG pixels come from jpeg-exact: the `image` crate's decoder is opened only to read
+    // the EXIF orientation when it is asked for.
+    let mut decoder = if is_jpeg && !opts.apply_exif_orientation { None } else { Some(r.into_decoder().map_err(corrupt)?) };
+    let orientation = match (&mut decoder, opts.apply_exif_orientation) {
+        (Some(d), true) => d.orientation().ok(),
+        _ => None,
+    };
+    let mut img = match decoder {
+        Some(d) if !is_jpeg => DynamicImage::from_decoder(d).map_err(corrupt)?,
+        _ => {
+            let (w, h, rgb) = jpeg_exact::decode_rgb(bytes, opts.max_pixels).map_err(|e| ImageError::Corrupt(e.to_string()))?;
+            let buf = image::RgbImage::from_raw(w, h, rgb).ok_or_else(|| ImageError::Corrupt("JPEG decoder returned a short buffer".into()))?;
+            DynamicImage::ImageRgb8(buf)
+        }
     };
     if let Some(o) = orientation {
         img.apply_orientation(o);

@@ -39,19 +39,28 @@ impl ByteSource for MemoryBytes {
     }
 }
 
+/// `data[offset..offset + len]`, or `None` if any of it lies past the end (checked
+/// arithmetic: offsets and lengths come from files).
+pub fn slice_range(data: &[u8], offset: u64, len: u64) -> Option<&[u8]> {
+    let start = usize::try_from(offset).ok()?;
+    let end = usize::try_from(offset.checked_add(len)?).ok()?;
+    data.get(start..end)
+}
+
 /// Copies `data[offset..offset + buf.len()]` into `buf`, or says which read ran past the end.
 pub fn copy_range(name: &str, data: &[u8], offset: u64, buf: &mut [u8]) -> Result<(), WeightError> {
-    let start = usize::try_from(offset).ok().filter(|&s| s <= data.len());
-    match start.and_then(|s| s.checked_add(buf.len()).filter(|&e| e <= data.len()).map(|e| (s, e))) {
-        Some((s, e)) => {
-            buf.copy_from_slice(&data[s..e]);
+    match slice_range(data, offset, buf.len() as u64) {
+        Some(src) => {
+            buf.copy_from_slice(src);
             Ok(())
         }
-        None => Err(WeightError::Io {
-            file: name.to_string(),
-            reason: format!("read of {} bytes at {offset} is past the end ({} bytes)", buf.len(), data.len()),
-        }),
+        None => Err(past_the_end(name, offset, buf.len() as u64, data.len())),
     }
+}
+
+/// The error for a read of `len` bytes at `offset` past the end of `name` (`have` bytes).
+pub fn past_the_end(name: &str, offset: u64, len: u64, have: usize) -> WeightError {
+    WeightError::Io { file: name.to_string(), reason: format!("read of {len} bytes at {offset} is past the end ({have} bytes)") }
 }
 
 /// `std::io::Read + Seek` over a [`ByteSource`], for the zip reader.

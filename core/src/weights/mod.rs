@@ -12,7 +12,7 @@ mod pth;
 mod safetensors;
 mod sharded;
 
-pub use bytes::{copy_range, ByteSource, MemoryBytes};
+pub use bytes::{copy_range, past_the_end, slice_range, ByteSource, MemoryBytes};
 pub use dtype::{DType, HostTensor, TensorInfo};
 pub use loader::{LoadProgress, WeightLoader};
 pub use manifest::{
