@@ -3,6 +3,7 @@
 //! in through [`weights::ByteSource`] / [`weights::WeightSource`].
 
 pub mod api;
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod generate;

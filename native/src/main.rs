@@ -20,6 +20,7 @@ use sphinx_native::load::{encode_image_file, load_model, read_image_file, ModelA
 use sphinx_native::model_dir::open_model_dir;
 use sphinx_native::views;
 
+mod bench;
 mod chat;
 mod convert;
 mod mix;
@@ -39,6 +40,8 @@ enum Command {
     Generate(GenerateArgs),
     /// Describe a model: architecture, parameter count, dtypes, bytes.
     Info(ModelArgs),
+    /// Measure a model on a device: load time, memory, prefill and decode speed, encoder times.
+    Bench(bench::BenchArgs),
     /// List the task presets and their instruction texts.
     Tasks,
     /// Parse an answer's boxes and points and draw them over an image (e.g. an answer saved earlier).
@@ -182,6 +185,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate(a) => run_generate(a),
         Command::Info(a) => run_info(a),
+        Command::Bench(a) => bench::run_bench(a),
         Command::Tasks => {
             for (name, kind, what) in TaskKind::ALL {
                 let example = kind.build(Some("{query}"), Some([0.1, 0.2, 0.5, 0.9])).map(|t| t.instruction()).unwrap_or_default();

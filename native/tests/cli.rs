@@ -461,3 +461,29 @@ fn output_stays_clean_without_a_display_session() {
     assert!(o.status.success(), "{}", stderr_of(&o));
     assert!(!stderr_of(&o).contains("XDG_RUNTIME_DIR"), "{}", stderr_of(&o));
 }
+
+#[test]
+fn bench_measures_the_default_model_and_its_encoders() {
+    let image = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/sphinx-micro/example.png");
+    let o = sphinx(&["bench", "--device", "cpu", "--prompt-tokens", "20", "--decode-tokens", "5", "--image", image, "--json"]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["llama_type"], "llama_ens");
+    assert_eq!(r["parameters"], 9_377_464);
+    assert!(r["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
+    let llm = &r["llm"];
+    assert_eq!(llm["prompt_tokens"], 20);
+    assert_eq!(llm["decode_step_s"].as_array().unwrap().len(), 5);
+    assert!(llm["prefill_tok_s"].as_f64().unwrap() > 0.0 && llm["decode_tok_s"].as_f64().unwrap() > 0.0);
+    let image = &r["image"];
+    assert_eq!(image["image_tokens"], 267);
+    let encoders: Vec<&str> = image["encoders"].as_array().unwrap().iter().map(|e| e["encoder"].as_str().unwrap()).collect();
+    assert_eq!(encoders, ["clip", "convnext", "dinov2", "qformer"]);
+    assert!(image["time_to_first_token_s"].as_f64().unwrap() > 0.0);
+
+    // The readable table, and a benchmark longer than the context is refused up front.
+    let o = sphinx(&["bench", "--device", "cpu", "--prompt-tokens", "4", "--decode-tokens", "2"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("decode "), "{}", stderr_of(&o));
+    let o = sphinx(&["bench", "--device", "cpu", "--max-seq-len", "64", "--prompt-tokens", "60", "--decode-tokens", "8"]);
+    assert!(!o.status.success() && stderr_of(&o).contains("exceed the context of 64"), "{}", stderr_of(&o));
+}

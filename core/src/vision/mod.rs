@@ -11,4 +11,4 @@ mod layers;
 mod tower;
 
 pub use config::{Activation, Blip2Config, ClipConfig, ConvNextConfig, Dinov2Config, VisionConfig};
-pub use tower::{EncoderOutputs, VisionTower};
+pub use tower::{EncoderKind, EncoderOutputs, ViewBatches, VisionTower};

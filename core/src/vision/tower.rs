@@ -63,6 +63,35 @@ pub struct EncoderOutputs {
     pub qformer: Option<Tensor<3>>,
 }
 
+/// The encoder families of SPHINX's visual embedding mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncoderKind {
+    Clip,
+    ConvNext,
+    Dinov2,
+    QFormer,
+}
+
+impl EncoderKind {
+    pub const ALL: [EncoderKind; 4] = [Self::Clip, Self::ConvNext, Self::Dinov2, Self::QFormer];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Clip => "clip",
+            Self::ConvNext => "convnext",
+            Self::Dinov2 => "dinov2",
+            Self::QFormer => "qformer",
+        }
+    }
+}
+
+/// An image's views uploaded once for every encoder: vit [V, 3, 224, 224] (CLIP,
+/// DINOv2, Q-Former) and convnext [V, 3, S, S].
+pub struct ViewBatches {
+    vit: Tensor<4>,
+    convnext: Tensor<4>,
+}
+
 /// The four encoders (the heavy part: ≈3.4 B parameters at full size).
 #[derive(Debug, Clone)]
 struct Encoders {
@@ -152,16 +181,32 @@ impl VisionTower {
         x.mul(col(CLIP_STD)).add(col(shift)).div(col(DINO_STD))
     }
 
+    /// The views on the device: the ViTs' batch and ConvNeXt's.
+    pub fn view_batches(&self, views: &Views) -> ViewBatches {
+        ViewBatches { vit: self.batch(&views.vit), convnext: self.batch(&views.convnext) }
+    }
+
+    /// Runs one resident encoder family on the views: [V, tokens, width]. `None` when the
+    /// variant has no such encoder or the encoders are streamed.
+    pub fn run_encoder(&self, kind: EncoderKind, b: &ViewBatches) -> Option<Tensor<3>> {
+        let e = self.encoders.as_ref()?;
+        match kind {
+            EncoderKind::Clip => e.clip.as_ref().map(|c| c.forward(b.vit.clone())),
+            EncoderKind::ConvNext => Some(ConvNext::tokens(e.convnext.forward(b.convnext.clone()), TOKEN_GRID)),
+            EncoderKind::Dinov2 => Some(e.dinov2.forward(self.to_dino_stats(b.vit.clone()))),
+            EncoderKind::QFormer => e.blip2.as_ref().map(|q| q.forward(b.vit.clone())),
+        }
+    }
+
     /// Runs every resident encoder on the views (None if they are streamed).
     pub fn encode_parts(&self, views: &Views) -> Option<EncoderOutputs> {
-        let e = self.encoders.as_ref()?;
-        let vit = self.batch(&views.vit);
-        let conv = self.batch(&views.convnext);
+        self.encoders.as_ref()?;
+        let b = self.view_batches(views);
         Some(EncoderOutputs {
-            clip: e.clip.as_ref().map(|c| c.forward(vit.clone())),
-            convnext: ConvNext::tokens(e.convnext.forward(conv), TOKEN_GRID),
-            dinov2: e.dinov2.forward(self.to_dino_stats(vit.clone())),
-            qformer: e.blip2.as_ref().map(|b| b.forward(vit)),
+            clip: self.run_encoder(EncoderKind::Clip, &b),
+            convnext: self.run_encoder(EncoderKind::ConvNext, &b)?,
+            dinov2: self.run_encoder(EncoderKind::Dinov2, &b)?,
+            qformer: self.run_encoder(EncoderKind::QFormer, &b),
         })
     }
 

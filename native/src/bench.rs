@@ -1,0 +1,145 @@
+//! `sphinx bench`: how fast a model loads, prefills and decodes on a device, and how
+//! much memory it takes (sphinx_core::bench measures; this adds the process's view:
+//! load time, peak resident memory, the device allocator's bytes).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use indicatif::HumanBytes;
+use serde::Serialize;
+use sphinx_core::bench::{bench_image, bench_llm, BenchOptions, ImageBench, LlmBench};
+use sphinx_core::preprocess::DecodeOptions;
+use sphinx_core::Device;
+use sphinx_native::device::{init_device, DeviceChoice};
+use sphinx_native::load::{load_model_on, read_image_file, ModelArgs};
+use web_time::Instant;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Where to compute: auto picks a hardware GPU if there is one, else the CPU.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// Prompt tokens prefilled in one pass (random ids, BOS first).
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    /// Decoding steps measured (the reported speed is one over the median step).
+    #[arg(long, default_value_t = 32)]
+    decode_tokens: usize,
+    /// Decoding steps run before measuring.
+    #[arg(long, default_value_t = 2)]
+    warmup_tokens: usize,
+    /// Seed of the random prompt.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also time each visual encoder and an image question's time to first token.
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Everything `sphinx bench` measures (its `--json` output).
+#[derive(Serialize)]
+struct BenchReport {
+    model: String,
+    device: String,
+    llama_type: &'static str,
+    /// Parameters and bytes of the weights as stored on the device.
+    parameters: u64,
+    load_s: f64,
+    /// The process's peak resident set (VmHWM), after everything ran.
+    peak_rss_bytes: Option<u64>,
+    /// What the device's allocator holds after loading, and the most it reserved at
+    /// any of the points sampled (after loading, prefill, decoding, the image).
+    device_bytes_in_use: Option<u64>,
+    device_bytes_reserved_peak: Option<u64>,
+    llm: LlmBench,
+    image: Option<ImageBench>,
+}
+
+pub fn run_bench(a: BenchArgs) -> Result<()> {
+    let open = init_device(a.device)?;
+    eprintln!("device: {}", open.description);
+    let m = ModelArgs { device_memory: open.memory_budget(), ..a.model.clone() };
+    let t = Instant::now();
+    let model = load_model_on(&m, &open.device)?;
+    open.device.sync().map_err(|e| anyhow::anyhow!("device: {e:?}"))?;
+    let load_s = t.elapsed().as_secs_f64();
+    let mut memory = DeviceMemory::new(&open.device);
+
+    let opts = BenchOptions { prompt_tokens: a.prompt_tokens, decode_tokens: a.decode_tokens, warmup_tokens: a.warmup_tokens, seed: a.seed };
+    let llm = pollster::block_on(bench_llm(&model.llm, &opts))?;
+    memory.sample();
+    let image = match &a.image {
+        Some(path) => Some(pollster::block_on(bench_image(&model, &read_image_file(path)?, &DecodeOptions::default()))?),
+        None => None,
+    };
+    memory.sample();
+    let report = BenchReport {
+        model: a.model.model.display().to_string(),
+        device: open.description,
+        llama_type: model.config.llama_type.name(),
+        parameters: model.config.parameter_count() + model.vision_config.as_ref().map_or(0, |v| v.parameter_count()),
+        load_s,
+        peak_rss_bytes: peak_rss(),
+        device_bytes_in_use: memory.after_load,
+        device_bytes_reserved_peak: memory.peak_reserved,
+        llm,
+        image,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+/// The device allocator's view, where the backend reports one (wgpu does).
+struct DeviceMemory<'a> {
+    device: &'a Device,
+    after_load: Option<u64>,
+    peak_reserved: Option<u64>,
+}
+
+impl<'a> DeviceMemory<'a> {
+    fn new(device: &'a Device) -> Self {
+        let usage = device.memory_pool_usage();
+        Self { device, after_load: usage.map(|u| u.bytes_in_use), peak_reserved: usage.map(|u| u.bytes_reserved) }
+    }
+
+    fn sample(&mut self) {
+        if let Some(u) = self.device.memory_pool_usage() {
+            self.peak_reserved = Some(self.peak_reserved.unwrap_or(0).max(u.bytes_reserved));
+        }
+    }
+}
+
+/// The peak resident set size of this process (Linux `VmHWM`).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok()?.checked_mul(1024)
+}
+
+fn print_table(r: &BenchReport) {
+    let bytes = |b: Option<u64>| b.map_or("n/a".to_string(), |b| HumanBytes(b).to_string());
+    let l = &r.llm;
+    println!("model            {} ({}, {:.3} B parameters)", r.model, r.llama_type, r.parameters as f64 / 1e9);
+    println!("device           {}", r.device);
+    println!("load             {:.2} s", r.load_s);
+    println!("peak host RSS    {}", bytes(r.peak_rss_bytes));
+    println!("device memory    {} in use after loading, {} reserved at most", bytes(r.device_bytes_in_use), bytes(r.device_bytes_reserved_peak));
+    println!("prefill          {} tokens: {:.1} tok/s ({:.3} s; first run {:.3} s)", l.prompt_tokens, l.prefill_tok_s, l.prefill_s, l.prefill_cold_s);
+    println!("decode           {:.2} tok/s (median of {} steps)", l.decode_tok_s, l.decode_step_s.len());
+    if let Some(i) = &r.image {
+        println!("image            preprocess {:.3} s · {} image tokens · time to first token {:.2} s", i.preprocess_s, i.image_tokens, i.time_to_first_token_s);
+        for e in &i.encoders {
+            println!("  {:<14} {} views: {:.3} s ({:.3} s/view; first run {:.3} s)", e.encoder, e.views, e.warm_s, e.warm_s_per_view, e.cold_s);
+        }
+    }
+}
