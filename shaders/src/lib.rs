@@ -1,8 +1,55 @@
-//! `sphinx-shaders`: SPHINX's own compute kernels, run through Burn's wgpu backend
-//! on every target, each beside a plain-tensor reference implementation and a test
-//! that the two agree (docs/design.md §3, §6).
+//! `sphinx-shaders`: SPHINX's own compute kernels, run through Burn on every backend,
+//! each beside a plain-tensor reference and tests that the two agree
+//! (docs/design.md §3, §6; docs/kernels.md says what each kernel computes and why).
 //!
-//! The model currently runs entirely on Burn's built-in operations; the first
-//! kernels planned here are the decode-time hot spots: a matrix-vector product
-//! straight from quantized weights, attention over the KV cache for one new token,
-//! and fused RMSNorm + RoPE.
+//! The kernels are a Burn backend extension ([`SphinxOps`]) with two implementations:
+//! CubeCL kernels for Burn's wgpu backend (Vulkan, Metal, DX12, WebGPU in the browser;
+//! `cube.rs`, `kernels.rs`) and Rust loops for Burn's CPU backend (`flex.rs`, threaded
+//! with rayon, which runs on the calling thread in the browser). The model calls the
+//! small functions below; the dispatch picks the implementation from the tensors' device.
+//!
+//! Half-precision weights travel as **pairs of halves in `u32` words** ([`PackedHalves`]):
+//! WGSL has no bf16 at all and f16 only behind the optional `shader-f16` feature, so a
+//! word holding two 16-bit patterns, unpacked with integer operations in the kernel, is
+//! the one layout every adapter reads. Word `c` of a row holds columns `2c` (low 16 bits)
+//! and `2c + 1` (high 16 bits), which is exactly the little-endian byte order a
+//! safetensors or `.pth` file stores the halves in.
+
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{backend_extension, Backend, Dispatch};
+use burn::tensor::{Int, Tensor};
+
+mod cube;
+mod flex;
+mod kernels;
+mod packed;
+pub mod reference;
+
+pub use packed::{HalfKind, PackedHalves};
+
+/// The project's own operations, implemented per backend (`cube.rs`, `flex.rs`).
+#[backend_extension(Cube, Flex)]
+pub trait SphinxOps: Backend {
+    /// `x · Wᵀ` for a few rows of `x`: x [rows, in] f32, w [out, in/2] u32 words of
+    /// packed halves (`bf16` selects the half format) → [rows, out] f32, accumulated in f32.
+    fn matvec_packed(x: FloatTensor<Self>, w: IntTensor<Self>, bf16: bool) -> FloatTensor<Self>;
+    /// The packed halves widened to f32: w [rows, words] u32 → [rows, 2·words] f32 (exact).
+    fn unpack_halves(w: IntTensor<Self>, bf16: bool) -> FloatTensor<Self>;
+}
+
+/// x [rows, in] · Wᵀ with W packed: [rows, out]. Meant for decoding (one or a few rows):
+/// each weight word is read once per row, straight from 16 bits.
+pub fn matvec_packed(x: Tensor<2>, w: &PackedHalves) -> Tensor<2> {
+    let bf16 = w.kind == HalfKind::Bf16;
+    Tensor::from_dispatch(<Dispatch as SphinxOps>::matvec_packed(x.into_dispatch(), w.words.clone().into_dispatch(), bf16))
+}
+
+/// The packed weight as f32 [rows, cols] (exact: every f16 and bf16 value is an f32).
+pub fn unpack_halves(w: &PackedHalves) -> Tensor<2> {
+    unpack_words(w.words.clone(), w.kind)
+}
+
+/// Packed words [rows, words] (e.g. rows gathered from a [`PackedHalves`]) as f32 [rows, 2·words].
+pub fn unpack_words(words: Tensor<2, Int>, kind: HalfKind) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as SphinxOps>::unpack_halves(words.into_dispatch(), kind == HalfKind::Bf16))
+}

@@ -1,0 +1,104 @@
+//! [`SphinxOps`] on Burn's CPU backend: rayon over output rows (on the calling thread
+//! in the browser), halves widened a row at a time, dot products in f32 with AVX2/FMA
+//! where the CPU has them.
+
+use burn::backend::flex::FlexTensor;
+use burn::backend::Flex;
+use burn::tensor::TensorData;
+use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use crate::SphinxOps;
+
+// Word c of a row holds column 2c in its low half: in memory that is the u16 order
+// only on little-endian machines (every target this runtime builds for).
+#[cfg(target_endian = "big")]
+compile_error!("packed halves are read as little-endian u16 pairs");
+
+/// Outputs computed per rayon task: enough work to outweigh scheduling.
+const OUTPUTS_PER_TASK: usize = 16;
+
+impl SphinxOps for Flex {
+    fn matvec_packed(x: FlexTensor, w: FlexTensor, bf16: bool) -> FlexTensor {
+        let (x, w) = (x.to_contiguous(), w.to_contiguous());
+        let xs = x.as_slice::<f32>().expect("matvec_packed: x must be f32");
+        let ws = w.as_slice::<u32>().expect("matvec_packed: w must be u32 words");
+        let (rows, inp) = (x.layout().shape()[0], x.layout().shape()[1]);
+        let (n_out, words) = (w.layout().shape()[0], w.layout().shape()[1]);
+        assert_eq!(inp, 2 * words, "matvec_packed: x has {inp} columns, w {words} words per row");
+        let halves: &[u16] = bytemuck::cast_slice(ws);
+        let mut out = vec![0f32; rows * n_out];
+        out.par_chunks_mut(OUTPUTS_PER_TASK).enumerate().for_each_init(
+            || vec![0f32; inp],
+            |row_f32, (task, chunk)| {
+                for (i, o) in chunk.iter_mut().enumerate() {
+                    let flat = task * OUTPUTS_PER_TASK + i;
+                    let (r, j) = (flat / n_out, flat % n_out);
+                    let w_row = &halves[j * inp..(j + 1) * inp];
+                    widen(w_row, bf16, row_f32);
+                    *o = dot(&xs[r * inp..(r + 1) * inp], row_f32);
+                }
+            },
+        );
+        FlexTensor::from_data(TensorData::new(out, [rows, n_out]))
+    }
+
+    fn unpack_halves(w: FlexTensor, bf16: bool) -> FlexTensor {
+        let w = w.to_contiguous();
+        let ws = w.as_slice::<u32>().expect("unpack_halves: u32 words");
+        let (rows, words) = (w.layout().shape()[0], w.layout().shape()[1]);
+        let halves: &[u16] = bytemuck::cast_slice(ws);
+        let mut out = vec![0f32; rows * words * 2];
+        const CHUNK: usize = 1 << 16;
+        out.par_chunks_mut(CHUNK)
+            .zip(halves.par_chunks(CHUNK))
+            .for_each(|(dst, src)| widen(src, bf16, dst));
+        FlexTensor::from_data(TensorData::new(out, [rows, 2 * words]))
+    }
+}
+
+/// Widens 16-bit patterns to f32 (exact), with F16C/AVX2 where the CPU has them.
+fn widen(bits: &[u16], bf16: bool, dst: &mut [f32]) {
+    if bf16 {
+        bits.reinterpret_cast::<bf16>().convert_to_f32_slice(dst);
+    } else {
+        bits.reinterpret_cast::<f16>().convert_to_f32_slice(dst);
+    }
+}
+
+/// Σ a[i]·b[i] in f32, over eight partial sums (so the compiler vectorises it).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features `dot_avx2` is compiled for.
+        return unsafe { dot_avx2(a, b) };
+    }
+    dot_portable(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_lanes::<true>(a, b)
+}
+
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    dot_lanes::<false>(a, b)
+}
+
+/// `FUSED`: multiply-add in one rounding (only where the CPU has FMA; elsewhere
+/// `mul_add` is a slow library call).
+#[inline(always)]
+fn dot_lanes<const FUSED: bool>(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [0f32; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
+    for (ca, cb) in a_chunks.zip(b_chunks) {
+        for l in 0..LANES {
+            acc[l] = if FUSED { ca[l].mul_add(cb[l], acc[l]) } else { acc[l] + ca[l] * cb[l] };
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}

@@ -1,0 +1,96 @@
+//! The project's kernels (`sphinx-shaders`) against their plain references, on the CPU
+//! backend and on wgpu (lavapipe in CI), on shapes that hit the edge cases: one row,
+//! one word, odd word counts, rows longer than a workgroup's stride, more outputs than
+//! one grid dimension holds, and every 16-bit pattern.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use sphinx_shaders::{matvec_packed, reference, unpack_halves, HalfKind, PackedHalves};
+use sphinx_tests::devices;
+
+/// Deterministic values in [-1, 1) (a 64-bit LCG; the tests need no crate for it).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn read(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().try_into_vec::<f32>().expect("f32 tensor")
+}
+
+#[test]
+fn unpack_halves_widens_every_16_bit_pattern_exactly() {
+    // All 65536 patterns: zeros, subnormals, normals, infinities and NaNs of both formats.
+    let bytes: Vec<u8> = (0..=u16::MAX).flat_map(|b| b.to_le_bytes()).collect();
+    for (name, device) in devices() {
+        for kind in [HalfKind::F16, HalfKind::Bf16] {
+            let w = PackedHalves::from_le_bytes(bytes.clone(), kind, [256, 256], &device).expect("256 x 256 halves");
+            let got = read(unpack_halves(&w));
+            for (bits, v) in got.iter().enumerate() {
+                let want = kind.value_of(bits as u16);
+                assert!(
+                    v.to_bits() == want.to_bits() || (v.is_nan() && want.is_nan()),
+                    "{name} {}: pattern {bits:#06x} gave {v:e}, want {want:e}",
+                    kind.name()
+                );
+            }
+        }
+    }
+}
+
+fn check_matvec(device: &Device, name: &str, kind: HalfKind, [rows, n_out, inp]: [usize; 3]) {
+    let seed = (rows * 1_000_003 + n_out * 1009 + inp) as u64;
+    let x_values = values(rows * inp, seed);
+    let w_values = values(n_out * inp, seed + 1);
+    let w = PackedHalves::from_f32(&w_values, kind, [n_out, inp], device).expect("even columns");
+    let x = Tensor::<2>::from_data(TensorData::new(x_values.clone(), [rows, inp]), device);
+    let got = read(matvec_packed(x.clone(), &w));
+    let want = read(pollster::block_on(reference::matvec_packed(x, &w)));
+    assert_eq!(got.len(), rows * n_out);
+    for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+        // Only the summation order differs: bound the error by the sum of |terms|.
+        let (row, o) = (i / n_out, i % n_out);
+        let magnitude: f32 = (0..inp).map(|k| (x_values[row * inp + k] * w_values[o * inp + k]).abs()).sum();
+        let tol = 4.0 * f32::EPSILON * magnitude * (inp as f32).sqrt() + 1e-30;
+        assert!((g - r).abs() <= tol, "{name} {} {rows}x{n_out}x{inp}: out[{row},{o}] = {g}, reference {r}", kind.name());
+    }
+}
+
+#[test]
+fn matvec_packed_matches_matmul_on_the_widened_weight() {
+    let shapes = [
+        [1, 1, 2],      // one word
+        [1, 7, 6],      // odd outputs, three words
+        [1, 130, 4098], // 2049 words: beyond one workgroup's stride, odd
+        [3, 65, 130],   // a few rows at once
+        [1, 256, 2048], // a decode step of a small LLM
+    ];
+    for (name, device) in devices() {
+        for kind in [HalfKind::F16, HalfKind::Bf16] {
+            for shape in shapes {
+                check_matvec(&device, name, kind, shape);
+            }
+        }
+    }
+}
+
+#[test]
+fn matvec_packed_covers_more_outputs_than_one_grid_dimension() {
+    // 70000 outputs > 65535 workgroups: the kernel's grid wraps into a second dimension.
+    for (name, device) in devices() {
+        check_matvec(&device, name, HalfKind::Bf16, [1, 70_000, 4]);
+    }
+}
+
+#[test]
+fn packing_refuses_odd_columns_and_wrong_byte_counts() {
+    let device = Device::flex();
+    assert!(PackedHalves::from_le_bytes(vec![0; 6], HalfKind::F16, [1, 3], &device).is_none());
+    assert!(PackedHalves::from_le_bytes(vec![0; 6], HalfKind::F16, [2, 2], &device).is_none());
+    assert!(PackedHalves::from_le_bytes(vec![0; 8], HalfKind::F16, [2, 2], &device).is_some());
+    assert!(PackedHalves::from_le_bytes(vec![0; 8], HalfKind::F16, [usize::MAX, 2], &device).is_none());
+}
