@@ -95,6 +95,8 @@ pub struct ConfigOverrides {
     /// Bytes the device can hold, when known: a model that needs more is refused
     /// before anything is allocated.
     pub device_memory: Option<u64>,
+    /// The precision the LLM's weight matrices are held in on the device.
+    pub weight_dtype: crate::weights::WeightDtype,
 }
 
 /// Bounds on what a configuration may ask for (docs/design.md §7). They are far above
@@ -304,10 +306,16 @@ impl LlmConfig {
     /// Bytes on the device once loaded in f32: the weights, the rotary tables for
     /// `2 · max_seq_len` positions and a KV cache filled to `max_seq_len`.
     pub fn device_bytes(&self) -> u64 {
+        self.device_bytes_with_weights(4)
+    }
+
+    /// [`LlmConfig::device_bytes`] with `bytes_per_weight` per parameter (2 for f16/bf16
+    /// matrices; the rotary tables and the KV cache stay f32).
+    pub fn device_bytes_with_weights(&self, bytes_per_weight: u64) -> u64 {
         let hd = self.head_dim() as u64;
         let rope = 2 * self.max_seq_len as u64 * hd; // cos and sin, [2 · S, hd / 2] each
         let kv = 2 * self.n_layers as u64 * self.max_seq_len as u64 * self.n_kv_heads as u64 * hd;
-        4 * (self.parameter_count() + rope + kv)
+        bytes_per_weight * self.parameter_count() + 4 * (rope + kv)
     }
 
     /// Number of LLM parameters.

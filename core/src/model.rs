@@ -132,11 +132,15 @@ impl SphinxModel {
             Some(vc) if !overrides.stream_encoders => 4 * vc.parameter_count(),
             _ => 0,
         };
-        let need = config.device_bytes() + vision_bytes;
+        let loader = WeightLoader::new(source, device, on_progress).with_weight_dtype(overrides.weight_dtype);
+        let llm_bytes = match loader.half_kind_of("output.weight") {
+            Some(_) => config.device_bytes_with_weights(2),
+            None => config.device_bytes(),
+        };
+        let need = llm_bytes + vision_bytes;
         if let Some(have) = overrides.device_memory.filter(|&have| need > have) {
             return Err(ConfigError::TooLarge { need, have }.into());
         }
-        let loader = WeightLoader::new(source, device, on_progress);
         let llm = Llm::load(&config, &loader).await?;
         let vision = match &vision_config {
             Some(vc) => Some(VisionTower::load(vc, &loader, overrides.stream_encoders).await?),

@@ -9,6 +9,7 @@ use burn::tensor::Device;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sphinx_core::config::ConfigOverrides;
+use sphinx_core::weights::WeightDtype;
 use sphinx_core::mixing::{check_same_architecture, MixRules, MixedSource};
 use sphinx_core::model::{open_checkpoint, ModelFiles, SphinxModel};
 use sphinx_core::preprocess::{decode_image, DecodeOptions, PaddedSquare, RgbImage};
@@ -48,6 +49,11 @@ pub struct ModelArgs {
     /// peak memory is the LLM plus the largest encoder, at the cost of reading them each time.
     #[arg(long)]
     pub stream_encoders: bool,
+    /// Precision of the LLM's weight matrices on the device: auto keeps the checkpoint's
+    /// (f16 and bf16 stay 16-bit, read by the project's kernels), f32 widens them (the
+    /// reference path), f16 or bf16 rounds them. Activations are f32 in every case.
+    #[arg(long, default_value = "auto")]
+    pub dtype: WeightDtype,
     /// Mix this model with a second fine-tune while loading: --model is the real-data one,
     /// --mix-with the synthetic one (weights β·model + (1−β)·mix-with).
     #[arg(long)]
@@ -85,6 +91,7 @@ impl ModelArgs {
             max_seq_len: self.max_seq_len,
             clip_activation: self.clip_gelu.then_some(Activation::Gelu),
             stream_encoders: self.stream_encoders,
+            weight_dtype: self.dtype,
             device_memory: self.device_memory,
         }
     }

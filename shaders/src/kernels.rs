@@ -1,6 +1,6 @@
 //! CubeCL kernels (compiled to WGSL for wgpu, and to whatever Burn's cube runtime
 //! targets). Only core WGSL features: no f16 or bf16 types, no subgroup operations,
-//! workgroups of at most 256 invocations (docs/kernels.md).
+//! workgroups of at most 256 invocations (docs/design.md §9).
 
 use cubecl::prelude::*;
 

@@ -1,6 +1,6 @@
 //! `sphinx-shaders`: SPHINX's own compute kernels, run through Burn on every backend,
 //! each beside a plain-tensor reference and tests that the two agree
-//! (docs/design.md §3, §6; docs/kernels.md says what each kernel computes and why).
+//! (docs/design.md §3, §9 says what each kernel computes and why).
 //!
 //! The kernels are a Burn backend extension ([`SphinxOps`]) with two implementations:
 //! CubeCL kernels for Burn's wgpu backend (Vulkan, Metal, DX12, WebGPU in the browser;

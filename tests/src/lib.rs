@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use burn::tensor::Device;
 use sphinx_core::model::SphinxModel;
-use sphinx_core::weights::{MemoryBytes, SafetensorsFile, WeightSource};
+use sphinx_core::weights::{MemoryBytes, SafetensorsFile, WeightDtype, WeightSource};
 
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
@@ -82,7 +82,14 @@ pub fn load_model(name: &str, device: &Device) -> SphinxModel {
 /// A model directory anywhere (e.g. the shipped `models/sphinx-micro`), loaded as the
 /// `sphinx` binary loads it.
 pub fn load_model_from(dir: &std::path::Path, device: &Device) -> SphinxModel {
-    sphinx_native::load::load_model_on(&sphinx_native::load::ModelArgs::for_dir(dir), device).expect("model loads")
+    load_model_as(dir, device, WeightDtype::Auto)
+}
+
+/// [`load_model_from`] with the LLM's matrices held in `dtype`.
+pub fn load_model_as(dir: &std::path::Path, device: &Device, dtype: WeightDtype) -> SphinxModel {
+    let mut args = sphinx_native::load::ModelArgs::for_dir(dir);
+    args.dtype = dtype;
+    sphinx_native::load::load_model_on(&args, device).expect("model loads")
 }
 
 /// max |a − b| / max |b|

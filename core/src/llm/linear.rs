@@ -1,20 +1,74 @@
-//! A bias-free linear layer, `y = x · Wᵀ`. Kept as its own type so a quantized
-//! weight can later replace the dense one without touching the model code.
+//! The LLM's weight matrices and its bias-free linear layer `y = x · Wᵀ`. A matrix is
+//! held in f32 or as 16-bit halves packed in u32 words (docs/design.md §9); the layer
+//! picks the project's kernels for the packed form and Burn's matmul for f32.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor};
+use sphinx_shaders::{matvec_packed, unpack_halves, unpack_words, PackedHalves};
 
 use crate::error::WeightError;
 use crate::weights::{WeightLoader, WeightSource};
 
+/// At most this many rows go through the matrix-vector kernel, which reads each weight
+/// word once per row; longer inputs (prefill) widen the matrix once and use matmul.
+const MATVEC_MAX_ROWS: usize = 4;
+
+/// A [rows, cols] weight matrix on the device.
+#[derive(Debug, Clone)]
+pub enum Matrix {
+    /// f32 [rows, cols].
+    Dense(Tensor<2>),
+    /// f16 or bf16, two per u32 word.
+    Packed(PackedHalves),
+}
+
+impl Matrix {
+    /// Loads `name` as `[rows, cols]` in the loader's weight dtype (f32 when the columns
+    /// are odd: halves are packed in pairs).
+    pub async fn load<S: WeightSource>(l: &WeightLoader<'_, S>, name: &str, [rows, cols]: [usize; 2]) -> Result<Self, WeightError> {
+        match l.half_kind_of(name).filter(|_| cols % 2 == 0) {
+            Some(kind) => Ok(Matrix::Packed(l.halves(name, [rows, cols], kind).await?)),
+            None => Ok(Matrix::Dense(l.tensor(name, [rows, cols]).await?)),
+        }
+    }
+
+    pub fn dims(&self) -> [usize; 2] {
+        match self {
+            Matrix::Dense(w) => w.dims(),
+            Matrix::Packed(p) => p.dims(),
+        }
+    }
+
+    /// Rows `ids` as f32 [ids, cols] (an embedding lookup).
+    pub fn rows(&self, ids: Tensor<1, Int>) -> Tensor<2> {
+        match self {
+            Matrix::Dense(w) => w.clone().select(0, ids),
+            Matrix::Packed(p) => unpack_words(p.words.clone().select(0, ids), p.kind),
+        }
+    }
+
+    /// Bytes on the device.
+    pub fn device_bytes(&self) -> usize {
+        match self {
+            Matrix::Dense(w) => w.shape().num_elements() * 4,
+            Matrix::Packed(p) => p.device_bytes(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Linear {
     /// weight: [out, in]
-    pub weight: Tensor<2>,
+    pub weight: Matrix,
 }
 
 impl Linear {
     pub async fn load<S: WeightSource>(l: &WeightLoader<'_, S>, name: &str, out: usize, inp: usize) -> Result<Self, WeightError> {
-        Ok(Self { weight: l.tensor(name, [out, inp]).await? })
+        Ok(Self { weight: Matrix::load(l, name, [out, inp]).await? })
+    }
+
+    /// A layer over an f32 weight [out, in].
+    pub fn dense(weight: Tensor<2>) -> Self {
+        Self { weight: Matrix::Dense(weight) }
     }
 
     /// x: [..., in] → [..., out]
@@ -22,7 +76,12 @@ impl Linear {
         let dims = x.dims();
         let inp = dims[D - 1];
         let rows = dims[..D - 1].iter().product::<usize>();
-        let y = x.reshape([rows, inp]).matmul(self.weight.clone().transpose());
+        let x = x.reshape([rows, inp]);
+        let y = match &self.weight {
+            Matrix::Dense(w) => x.matmul(w.clone().transpose()),
+            Matrix::Packed(w) if rows <= MATVEC_MAX_ROWS => matvec_packed(x, w),
+            Matrix::Packed(w) => x.matmul(unpack_halves(w).transpose()),
+        };
         let mut out = dims;
         out[D - 1] = self.weight.dims()[0];
         y.reshape(out)

@@ -12,7 +12,7 @@ mod rope;
 mod transformer;
 
 pub use kv_cache::KvCache;
-pub use linear::Linear;
+pub use linear::{Linear, Matrix};
 pub use transformer::Llm;
 
 /// Reads a float tensor back to the host through the async API (the only one the

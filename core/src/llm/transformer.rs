@@ -6,7 +6,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::attention::Attention;
 use super::feed_forward::FeedForward;
 use super::kv_cache::KvCache;
-use super::linear::Linear;
+use super::linear::{Linear, Matrix};
 use super::moe::Moe;
 use super::rms_norm::RmsNorm;
 use super::rope::Rope;
@@ -33,7 +33,7 @@ struct Block {
 pub struct Llm {
     config: LlmConfig,
     /// tok_embeddings: [vocab, D]
-    tok_embeddings: Tensor<2>,
+    tok_embeddings: Matrix,
     layers: Vec<Block>,
     norm: RmsNorm,
     output: Linear,
@@ -61,7 +61,7 @@ impl Llm {
         }
         let device = l.device().clone();
         Ok(Self {
-            tok_embeddings: l.tensor("tok_embeddings.weight", [c.vocab_size, c.dim]).await?,
+            tok_embeddings: Matrix::load(l, "tok_embeddings.weight", [c.vocab_size, c.dim]).await?,
             norm: RmsNorm::load(l, "norm.weight", c.dim, c.norm_eps).await?,
             output: Linear::load(l, "output.weight", c.vocab_size, c.dim).await?,
             rope: Rope::new(c.head_dim(), c.max_seq_len, c.rope_theta, c.rope_scaling, &device),
@@ -87,7 +87,7 @@ impl Llm {
     pub fn embed(&self, tokens: &[u32]) -> Tensor<3> {
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
         let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [tokens.len()]), &self.device);
-        self.tok_embeddings.clone().select(0, ids).unsqueeze_dim(0)
+        self.tok_embeddings.rows(ids).unsqueeze_dim(0)
     }
 
     /// Feeds token ids at the cache's position; returns the last position's logits [1, vocab].

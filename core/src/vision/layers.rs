@@ -22,13 +22,13 @@ impl Dense {
     /// Loads `{p}.weight` [out, in] and `{p}.bias` [out].
     pub async fn load<S: WeightSource>(l: &WeightLoader<'_, S>, p: &str, out: usize, inp: usize) -> Result<Self, WeightError> {
         Ok(Self {
-            linear: Linear { weight: l.tensor(&format!("{p}.weight"), [out, inp]).await? },
+            linear: Linear::dense(l.tensor(&format!("{p}.weight"), [out, inp]).await?),
             bias: Some(l.tensor(&format!("{p}.bias"), [out]).await?),
         })
     }
 
     pub fn from_parts(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
-        Self { linear: Linear { weight }, bias }
+        Self { linear: Linear::dense(weight), bias }
     }
 
     /// x: [..., in] → [..., out]

@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::{HostTensor, TensorParts, WeightSource};
+use sphinx_shaders::{HalfKind, PackedHalves};
+
+use super::{DType, HostTensor, TensorParts, WeightDtype, WeightSource};
 use crate::error::WeightError;
 
 /// Progress of a weight load, in bytes as stored in the checkpoint.
@@ -22,6 +24,8 @@ pub struct WeightLoader<'a, S: WeightSource> {
     device: Device,
     /// `"llma."` for LLaMA2-Accessory checkpoints, `""` for Meta's original layout.
     prefix: &'static str,
+    /// The precision the LLM's matrices are held in ([`WeightLoader::halves`]).
+    weight_dtype: WeightDtype,
     used: RefCell<BTreeSet<String>>,
     done: Cell<u64>,
     loaded_elements: Cell<u64>,
@@ -38,6 +42,7 @@ impl<'a, S: WeightSource> WeightLoader<'a, S> {
             source,
             device: device.clone(),
             prefix,
+            weight_dtype: WeightDtype::Auto,
             used: RefCell::new(BTreeSet::new()),
             done: Cell::new(0),
             loaded_elements: Cell::new(0),
@@ -48,6 +53,46 @@ impl<'a, S: WeightSource> WeightLoader<'a, S> {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Holds the LLM's matrices in `dtype` (default: the checkpoint's own).
+    pub fn with_weight_dtype(mut self, dtype: WeightDtype) -> Self {
+        self.weight_dtype = dtype;
+        self
+    }
+
+    /// The 16-bit format the matrix `name` (without the `llma.` prefix) is to be held
+    /// in, or `None` for f32 — from the chosen dtype and how the checkpoint stores it.
+    pub fn half_kind_of(&self, name: &str) -> Option<HalfKind> {
+        let stored = self.source.info(&format!("{}{name}", self.prefix))?.dtype;
+        self.weight_dtype.half_kind(stored)
+    }
+
+    /// Loads the matrix `name` as packed halves of `kind` ([`PackedHalves`]), requiring
+    /// `[rows, cols]` with `cols` even. Halves stored in `kind` are moved to the device
+    /// as they are; other floats are rounded to nearest even. A mix is computed on the
+    /// host in f32 (β·real + (1−β)·synthetic, as the device does for f32) and then rounded.
+    pub async fn halves(&self, name: &str, shape: [usize; 2], kind: HalfKind) -> Result<PackedHalves, WeightError> {
+        let full = self.check(name, &shape)?;
+        let bytes = match self.source.read_parts(&full).await? {
+            TensorParts::Plain(host) => {
+                self.account(&full, &host);
+                if host.dtype == stored_dtype(kind) {
+                    host.bytes
+                } else {
+                    round_to(kind, &self.values(&full, &host, &shape)?)
+                }
+            }
+            TensorParts::Mix { real, synthetic, beta } => {
+                let (a, b) = (self.values(&full, &real, &shape)?, self.values(&full, &synthetic, &shape)?);
+                self.account(&full, &real);
+                let (wa, wb) = (beta as f32, (1.0 - beta) as f32);
+                let mixed: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x * wa + y * wb).collect();
+                round_to(kind, &mixed)
+            }
+        };
+        PackedHalves::from_le_bytes(bytes, kind, shape, &self.device)
+            .ok_or_else(|| WeightError::ShapeMismatch { name: full, expected: shape.to_vec(), got: vec![shape[0], shape[1] / 2 * 2] })
     }
 
     /// Shape of a tensor by its model name (without the `llma.` prefix).
@@ -148,4 +193,17 @@ impl<'a, S: WeightSource> WeightLoader<'a, S> {
             None => Ok(()),
         }
     }
+}
+
+/// The checkpoint dtype whose bytes already are halves of `kind`.
+fn stored_dtype(kind: HalfKind) -> DType {
+    match kind {
+        HalfKind::F16 => DType::F16,
+        HalfKind::Bf16 => DType::BF16,
+    }
+}
+
+/// Little-endian halves of `kind` nearest to `values`.
+fn round_to(kind: HalfKind, values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|&v| kind.bits_of(v).to_le_bytes()).collect()
 }

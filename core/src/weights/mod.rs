@@ -8,6 +8,7 @@ mod dtype;
 mod loader;
 mod manifest;
 mod pickle;
+mod precision;
 mod pth;
 mod safetensors;
 mod sharded;
@@ -19,6 +20,7 @@ pub use manifest::{
     component, is_plain_file_name, plan_shards, shard_file, ManifestSource, Requirements, ShardEntry, ShardFetch, TensorEntry, WebManifest,
     MANIFEST_FORMAT, SHARD_BYTES,
 };
+pub use precision::{HalfKind, WeightDtype};
 pub use pth::PthFile;
 pub use safetensors::{safetensors_header, write_safetensors, SafetensorsFile};
 pub use sharded::{ModelParallelSource, SplitRule};

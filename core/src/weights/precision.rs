@@ -1,0 +1,81 @@
+//! Which precision the LLM's matrices are held in on the device (docs/design.md §9).
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use sphinx_shaders::HalfKind;
+
+use super::DType;
+
+/// The precision of the LLM's weight matrices on the device. Activations and
+/// accumulation are f32 in every case; 16-bit matrices are widened inside the kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightDtype {
+    /// The checkpoint's own: f16 and bf16 stay 16-bit (exact), anything else f32.
+    #[default]
+    Auto,
+    /// Every matrix widened to f32 (the reference path).
+    F32,
+    /// Every matrix rounded to f16 (nearest even) unless stored so.
+    F16,
+    /// Every matrix rounded to bf16 (nearest even) unless stored so.
+    Bf16,
+}
+
+impl WeightDtype {
+    /// The 16-bit format a matrix stored as `stored` is held in, or `None` for f32.
+    pub fn half_kind(self, stored: DType) -> Option<HalfKind> {
+        match (self, stored) {
+            (WeightDtype::F32, _) => None,
+            (WeightDtype::F16, _) => Some(HalfKind::F16),
+            (WeightDtype::Bf16, _) => Some(HalfKind::Bf16),
+            (WeightDtype::Auto, DType::F16) => Some(HalfKind::F16),
+            (WeightDtype::Auto, DType::BF16) => Some(HalfKind::Bf16),
+            (WeightDtype::Auto, _) => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightDtype::Auto => "auto",
+            WeightDtype::F32 => "f32",
+            WeightDtype::F16 => "f16",
+            WeightDtype::Bf16 => "bf16",
+        }
+    }
+}
+
+impl fmt::Display for WeightDtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for WeightDtype {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(WeightDtype::Auto),
+            "f32" | "float32" => Ok(WeightDtype::F32),
+            "f16" | "float16" | "half" => Ok(WeightDtype::F16),
+            "bf16" | "bfloat16" => Ok(WeightDtype::Bf16),
+            other => Err(format!("unknown weight dtype {other:?}: expected auto, f32, f16 or bf16")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_keeps_the_stored_half_and_widens_the_rest() {
+        assert_eq!(WeightDtype::Auto.half_kind(DType::BF16), Some(HalfKind::Bf16));
+        assert_eq!(WeightDtype::Auto.half_kind(DType::F16), Some(HalfKind::F16));
+        assert_eq!(WeightDtype::Auto.half_kind(DType::F32), None);
+        assert_eq!(WeightDtype::F32.half_kind(DType::BF16), None);
+        assert_eq!(WeightDtype::F16.half_kind(DType::F32), Some(HalfKind::F16));
+        assert_eq!("BF16".parse::<WeightDtype>(), Ok(WeightDtype::Bf16));
+        assert!("f8".parse::<WeightDtype>().unwrap_err().contains("f8"));
+    }
+}
