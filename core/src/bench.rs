@@ -12,8 +12,7 @@ use serde::Serialize;
 use web_time::Instant;
 
 use crate::error::{GenerateError, Result};
-use crate::generate::argmax;
-use crate::llm::{read_f32, Llm};
+use crate::llm::{read_argmax, read_f32, Llm};
 use crate::model::SphinxModel;
 use crate::preprocess::DecodeOptions;
 use crate::vision::EncoderKind;
@@ -114,14 +113,14 @@ pub async fn bench_llm(llm: &Llm, opts: &BenchOptions) -> Result<LlmBench> {
 
     let t = Instant::now();
     let mut cache = llm.new_cache();
-    let mut logits = read_f32(llm.forward(&prompt, &mut cache).await?).await?;
+    let mut token = read_argmax(llm.forward(&prompt, &mut cache).await?).await?;
     let prefill_s = t.elapsed().as_secs_f64();
 
+    // A step as greedy generation takes it: forward one token, argmax on the device.
     let mut decode_step_s = Vec::with_capacity(opts.decode_tokens);
     for step in 0..opts.warmup_tokens + opts.decode_tokens {
-        let token = argmax(&logits);
         let t = Instant::now();
-        logits = read_f32(llm.forward(&[token], &mut cache).await?).await?;
+        token = read_argmax(llm.forward(&[token], &mut cache).await?).await?;
         if step >= opts.warmup_tokens {
             decode_step_s.push(t.elapsed().as_secs_f64());
         }

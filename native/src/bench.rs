@@ -50,6 +50,10 @@ struct BenchReport {
     llama_type: &'static str,
     /// Parameters and bytes of the weights as stored on the device.
     parameters: u64,
+    /// The precision asked for the LLM's matrices (`--dtype`) and the bytes its weights
+    /// occupy on the device (16-bit matrices: 2 bytes a value).
+    weights_dtype: String,
+    weights_bytes: u64,
     load_s: f64,
     /// The process's peak resident set (VmHWM), after everything ran.
     peak_rss_bytes: Option<u64>,
@@ -84,6 +88,8 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
         device: open.description,
         llama_type: model.config.llama_type.name(),
         parameters: model.config.parameter_count() + model.vision_config.as_ref().map_or(0, |v| v.parameter_count()),
+        weights_dtype: a.model.dtype.to_string(),
+        weights_bytes: model.llm.weight_bytes(),
         load_s,
         peak_rss_bytes: peak_rss(),
         device_bytes_in_use: memory.after_load,
@@ -131,6 +137,7 @@ fn print_table(r: &BenchReport) {
     let l = &r.llm;
     println!("model            {} ({}, {:.3} B parameters)", r.model, r.llama_type, r.parameters as f64 / 1e9);
     println!("device           {}", r.device);
+    println!("LLM weights      {} on the device (--dtype {})", HumanBytes(r.weights_bytes), r.weights_dtype);
     println!("load             {:.2} s", r.load_s);
     println!("peak host RSS    {}", bytes(r.peak_rss_bytes));
     println!("device memory    {} in use after loading, {} reserved at most", bytes(r.device_bytes_in_use), bytes(r.device_bytes_reserved_peak));

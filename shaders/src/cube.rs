@@ -12,6 +12,8 @@ use crate::{kernels, SphinxOps};
 
 /// Units per cube in the reductions: a power of two within WebGPU's guaranteed 256.
 const REDUCE_BLOCK: usize = 64;
+/// Outputs per cube in the matrix-vector product (one unit each).
+const MATVEC_BLOCK: usize = 64;
 /// Units per cube in element-wise kernels.
 const ELEMENTWISE_BLOCK: usize = 256;
 /// WebGPU guarantees 65535 workgroups per grid dimension.
@@ -38,16 +40,15 @@ impl SphinxOps for CubeBackend {
         let out = empty_f32(&x, Shape::new([rows, n_out]));
         let client = x.client.clone();
         // SAFETY: every index the kernel reads or writes is below the bound it checks
-        // (o < n_out, c < words) or fixed by the shapes asserted above.
+        // (o < n_out; c < words by the loop) or fixed by the shapes asserted above.
         unsafe {
             kernels::matvec_packed_kernel::launch_unchecked(
                 &client,
-                grid(n_out, rows),
-                CubeDim::new_1d(REDUCE_BLOCK as u32),
+                grid(n_out.div_ceil(MATVEC_BLOCK), rows),
+                CubeDim::new_1d(MATVEC_BLOCK as u32),
                 x.into_tensor_arg(),
                 w.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
-                REDUCE_BLOCK,
                 bf16,
             )
         };
@@ -69,6 +70,57 @@ impl SphinxOps for CubeBackend {
                 w.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
                 bf16,
+            )
+        };
+        out
+    }
+
+    fn rms_norm(x: CubeTensor, weight: CubeTensor, eps: f32) -> CubeTensor {
+        assert_eq!((x.dtype, weight.dtype), (DType::F32, DType::F32), "rms_norm: f32");
+        let (x, w) = (into_contiguous(x), into_contiguous(weight));
+        let (rows, d) = (x.meta.shape()[0], x.meta.shape()[1]);
+        assert_eq!(w.meta.shape()[0], d, "rms_norm: weight of {} for rows of {d}", w.meta.shape()[0]);
+        let out = empty_f32(&x, Shape::new([rows, d]));
+        let client = x.client.clone();
+        // SAFETY: the kernel guards r < rows and c < d; w holds d values.
+        unsafe {
+            kernels::rms_norm_kernel::launch_unchecked(
+                &client,
+                grid(rows, 1),
+                CubeDim::new_1d(REDUCE_BLOCK as u32),
+                x.into_tensor_arg(),
+                w.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                eps,
+                REDUCE_BLOCK,
+            )
+        };
+        out
+    }
+
+    fn rope(x: CubeTensor, cos: CubeTensor, sin: CubeTensor, start: usize, seq: usize) -> CubeTensor {
+        assert_eq!((x.dtype, cos.dtype, sin.dtype), (DType::F32, DType::F32, DType::F32), "rope: f32");
+        let (x, cos, sin) = (into_contiguous(x), into_contiguous(cos), into_contiguous(sin));
+        let (rows, width) = (x.meta.shape()[0], x.meta.shape()[1]);
+        let (positions, half) = (cos.meta.shape()[0], cos.meta.shape()[1]);
+        assert!(half > 0 && width % (2 * half) == 0, "rope: rows of {width} are not whole heads of {}", 2 * half);
+        assert!(seq > 0 && rows % seq == 0 && start + seq <= positions, "rope: positions {start}..{} of {positions}", start + seq);
+        let start = u32::try_from(start).expect("rope: start fits u32");
+        let seq = u32::try_from(seq).expect("rope: seq fits u32");
+        let out = empty_f32(&x, Shape::new([rows, width]));
+        let client = x.client.clone();
+        // SAFETY: the kernel guards i < pairs; every position is < start + seq ≤ positions.
+        unsafe {
+            kernels::rope_kernel::launch_unchecked(
+                &client,
+                grid((rows * width / 2).div_ceil(ELEMENTWISE_BLOCK), 1),
+                CubeDim::new_1d(ELEMENTWISE_BLOCK as u32),
+                x.into_tensor_arg(),
+                cos.into_tensor_arg(),
+                sin.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                start,
+                seq,
             )
         };
         out

@@ -56,6 +56,45 @@ impl SphinxOps for Flex {
             .for_each(|(dst, src)| widen(src, bf16, dst));
         FlexTensor::from_data(TensorData::new(out, [rows, 2 * words]))
     }
+
+    fn rms_norm(x: FlexTensor, weight: FlexTensor, eps: f32) -> FlexTensor {
+        let (x, w) = (x.to_contiguous(), weight.to_contiguous());
+        let xs = x.as_slice::<f32>().expect("rms_norm: x must be f32");
+        let ws = w.as_slice::<f32>().expect("rms_norm: weight must be f32");
+        let (rows, d) = (x.layout().shape()[0], x.layout().shape()[1]);
+        assert_eq!(ws.len(), d, "rms_norm: weight of {} for rows of {d}", ws.len());
+        let mut out = vec![0f32; rows * d];
+        out.par_chunks_mut(d.max(1)).zip(xs.par_chunks(d.max(1))).for_each(|(o, row)| {
+            let inv = 1.0 / (dot(row, row) / d as f32 + eps).sqrt();
+            for ((o, &v), &g) in o.iter_mut().zip(row).zip(ws) {
+                *o = v * inv * g;
+            }
+        });
+        FlexTensor::from_data(TensorData::new(out, [rows, d]))
+    }
+
+    fn rope(x: FlexTensor, cos: FlexTensor, sin: FlexTensor, start: usize, seq: usize) -> FlexTensor {
+        let (x, cos, sin) = (x.to_contiguous(), cos.to_contiguous(), sin.to_contiguous());
+        let xs = x.as_slice::<f32>().expect("rope: x must be f32");
+        let (cs, ss) = (cos.as_slice::<f32>().expect("rope: cos f32"), sin.as_slice::<f32>().expect("rope: sin f32"));
+        let (rows, width) = (x.layout().shape()[0], x.layout().shape()[1]);
+        let (positions, half) = (cos.layout().shape()[0], cos.layout().shape()[1]);
+        assert!(half > 0 && width % (2 * half) == 0, "rope: rows of {width} are not whole heads of {}", 2 * half);
+        assert!(seq > 0 && rows % seq == 0 && start + seq <= positions, "rope: positions {start}..{} of {positions}", start + seq);
+        let mut out = vec![0f32; rows * width];
+        out.par_chunks_mut(width).zip(xs.par_chunks(width)).enumerate().for_each(|(r, (o, row))| {
+            let pos = start + r % seq;
+            let (c, s) = (&cs[pos * half..(pos + 1) * half], &ss[pos * half..(pos + 1) * half]);
+            for (o, x) in o.chunks_exact_mut(2 * half).zip(row.chunks_exact(2 * half)) {
+                for k in 0..half {
+                    let (x0, x1) = (x[2 * k], x[2 * k + 1]);
+                    o[2 * k] = x0 * c[k] - x1 * s[k];
+                    o[2 * k + 1] = x0 * s[k] + x1 * c[k];
+                }
+            }
+        });
+        FlexTensor::from_data(TensorData::new(out, [rows, width]))
+    }
 }
 
 /// Widens 16-bit patterns to f32 (exact), with F16C/AVX2 where the CPU has them.

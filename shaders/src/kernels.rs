@@ -44,33 +44,27 @@ fn block_sum(value: f32, #[comptime] block: usize) -> f32 {
     partial[0]
 }
 
-/// out[r, o] = Σ_k x[r, k] · W[o, k] with W as packed halves.
-/// One cube per (output o, row r): o = CUBE_POS_Y · CUBE_COUNT_X + CUBE_POS_X (so more
-/// than 65535 outputs fit the grid), r = CUBE_POS_Z. The cube's units stride over the
-/// row's words and the partial sums are added in shared memory.
+/// out[r, o] = Σ_k x[r, k] · W[o, k] with W as packed halves. One unit per output
+/// (o = cube · CUBE_DIM + UNIT_POS over x and y, r = CUBE_POS_Z), summing its row's words
+/// in order: no shared memory and no barriers, which CPU drivers such as lavapipe run
+/// as plain loops over the workgroup's units.
 #[cube(launch_unchecked)]
-pub fn matvec_packed_kernel(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f32>, #[comptime] block: usize, #[comptime] bf16: bool) {
+pub fn matvec_packed_kernel(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f32>, #[comptime] bf16: bool) {
     let n_out = w.shape(0);
     let words = w.shape(1);
-    let o = CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
-    // Uniform over the cube: a whole cube past the end leaves before any barrier.
-    if o >= n_out {
-        terminate!();
-    }
-    let r = CUBE_POS_Z as usize;
-    let x_row = r * words * 2;
-    let w_row = o * words;
-    let mut acc = 0.0f32;
-    let mut c = UNIT_POS as usize;
-    while c < words {
-        let word = w[w_row + c];
-        acc += x[x_row + 2 * c] * half_to_f32(word & 0xFFFFu32, bf16);
-        acc += x[x_row + 2 * c + 1] * half_to_f32(word >> 16u32, bf16);
-        c += block;
-    }
-    let total = block_sum(acc, block);
-    if UNIT_POS == 0u32 {
-        out[r * n_out + o] = total;
+    let cube = CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
+    let o = cube * CUBE_DIM as usize + UNIT_POS as usize;
+    if o < n_out {
+        let r = CUBE_POS_Z as usize;
+        let x_row = r * words * 2;
+        let w_row = o * words;
+        let mut acc = 0.0f32;
+        for c in 0..words {
+            let word = w[w_row + c];
+            acc += x[x_row + 2 * c] * half_to_f32(word & 0xFFFFu32, bf16);
+            acc += x[x_row + 2 * c + 1] * half_to_f32(word >> 16u32, bf16);
+        }
+        out[r * n_out + o] = acc;
     }
 }
 
@@ -84,5 +78,52 @@ pub fn unpack_halves_kernel(w: &Tensor<u32>, out: &mut Tensor<f32>, #[comptime] 
         let word = w[i];
         out[2 * i] = half_to_f32(word & 0xFFFFu32, bf16);
         out[2 * i + 1] = half_to_f32(word >> 16u32, bf16);
+    }
+}
+
+/// out[r, :] = x[r, :] · (Σ x[r, :]² / d + eps)^(-1/2) · w. One cube per row
+/// (r = CUBE_POS_Y · CUBE_COUNT_X + CUBE_POS_X): the units stride over the row for the
+/// sum of squares, add it in shared memory, then write their columns.
+#[cube(launch_unchecked)]
+pub fn rms_norm_kernel(x: &Tensor<f32>, w: &Tensor<f32>, out: &mut Tensor<f32>, eps: f32, #[comptime] block: usize) {
+    let d = x.shape(1);
+    let r = CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
+    if r >= x.shape(0) {
+        terminate!();
+    }
+    let base = r * d;
+    let mut acc = 0.0f32;
+    let mut c = UNIT_POS as usize;
+    while c < d {
+        let v = x[base + c];
+        acc += v * v;
+        c += block;
+    }
+    let total = block_sum(acc, block);
+    let inv = 1.0f32 / f32::sqrt(total / f32::cast_from(d as u32) + eps);
+    let mut j = UNIT_POS as usize;
+    while j < d {
+        out[base + j] = x[base + j] * inv * w[j];
+        j += block;
+    }
+}
+
+/// Rotary embedding, one unit per pair: pair i of the flattened x [rows, per_row pairs]
+/// is pair k = i % half of its head, in row r = i / per_row at position start + r % seq.
+/// (x0, x1) → (x0·cos − x1·sin, x0·sin + x1·cos) with cos, sin [positions, half].
+#[cube(launch_unchecked)]
+pub fn rope_kernel(x: &Tensor<f32>, cos: &Tensor<f32>, sin: &Tensor<f32>, out: &mut Tensor<f32>, start: u32, seq: u32) {
+    let half = cos.shape(1);
+    let per_row = x.shape(1) / 2;
+    let cube = CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
+    let i = cube * CUBE_DIM as usize + UNIT_POS as usize;
+    if i < x.len() / 2 {
+        let row = i / per_row;
+        let pos = start as usize + row % seq as usize;
+        let t = pos * half + i % half;
+        let (c, s) = (cos[t], sin[t]);
+        let (x0, x1) = (x[2 * i], x[2 * i + 1]);
+        out[2 * i] = x0 * c - x1 * s;
+        out[2 * i + 1] = x0 * s + x1 * c;
     }
 }

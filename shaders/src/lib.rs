@@ -35,6 +35,32 @@ pub trait SphinxOps: Backend {
     fn matvec_packed(x: FloatTensor<Self>, w: IntTensor<Self>, bf16: bool) -> FloatTensor<Self>;
     /// The packed halves widened to f32: w [rows, words] u32 → [rows, 2·words] f32 (exact).
     fn unpack_halves(w: IntTensor<Self>, bf16: bool) -> FloatTensor<Self>;
+    /// RMSNorm of each row: x [rows, d] f32, weight [d] f32 →
+    /// `x · (mean(x²) + eps)^(-1/2) · weight`, one pass over x for the sum, one for the output.
+    fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
+    /// Rotary embedding: x [B·S, H·hd] f32, row `r` at position `start + r % seq`;
+    /// cos, sin [positions, hd/2] f32 → x with every pair of every head rotated.
+    fn rope(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>, start: usize, seq: usize) -> FloatTensor<Self>;
+}
+
+/// Meta-style rotary embedding of `x` [B, S, H, hd] at positions `start..start + S`:
+/// each pair `(x[2i], x[2i+1])` of a head turns by the angle whose cos and sin are
+/// `cos[pos, i]`, `sin[pos, i]` (tables [positions, hd/2]).
+pub fn rope(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>, start: usize) -> Tensor<4> {
+    let dims = x.dims();
+    let [b, s, h, hd] = dims;
+    let x = x.reshape([b * s, h * hd]).into_dispatch();
+    let (cos, sin) = (cos.clone().into_dispatch(), sin.clone().into_dispatch());
+    Tensor::<2>::from_dispatch(<Dispatch as SphinxOps>::rope(x, cos, sin, start, s)).reshape(dims)
+}
+
+/// RMSNorm over the last dimension: x [..., d], weight [d] → [..., d].
+pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: &Tensor<1>, eps: f32) -> Tensor<D> {
+    let dims = x.dims();
+    let d = dims[D - 1];
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let x = x.reshape([rows, d]).into_dispatch();
+    Tensor::<2>::from_dispatch(<Dispatch as SphinxOps>::rms_norm(x, weight.clone().into_dispatch(), eps)).reshape(dims)
 }
 
 /// x [rows, in] · Wᵀ with W packed: [rows, out]. Meant for decoding (one or a few rows):

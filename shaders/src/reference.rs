@@ -21,3 +21,27 @@ pub async fn unpack_halves(w: &PackedHalves) -> Tensor<2> {
 pub async fn matvec_packed(x: Tensor<2>, w: &PackedHalves) -> Tensor<2> {
     x.matmul(unpack_halves(w).await.transpose())
 }
+
+/// RMSNorm with Burn's operations, as the model computed it before the kernel.
+pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: &Tensor<1>, eps: f32) -> Tensor<D> {
+    let mean_square = x.clone().powi_scalar(2).mean_dim(D - 1);
+    let inv = mean_square.add_scalar(eps).sqrt().recip();
+    let mut shape = [1i32; D];
+    shape[D - 1] = -1;
+    x.mul(inv).mul(weight.clone().reshape(shape))
+}
+
+/// The rotary embedding with Burn's operations (slices, products, a stack), as the
+/// model computed it before the kernel. x [B, S, H, hd]; cos, sin [positions, hd/2].
+pub fn rope(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>, start: usize) -> Tensor<4> {
+    let [b, s, h, hd] = x.dims();
+    let half = hd / 2;
+    let cos = cos.clone().slice([start..start + s, 0..half]).reshape([1, s, 1, half]);
+    let sin = sin.clone().slice([start..start + s, 0..half]).reshape([1, s, 1, half]);
+    let pairs = x.reshape([b, s, h, half, 2]);
+    let x0 = pairs.clone().slice([0..b, 0..s, 0..h, 0..half, 0..1]).reshape([b, s, h, half]);
+    let x1 = pairs.slice([0..b, 0..s, 0..h, 0..half, 1..2]).reshape([b, s, h, half]);
+    let r0 = x0.clone().mul(cos.clone()).sub(x1.clone().mul(sin.clone()));
+    let r1 = x0.mul(sin).add(x1.mul(cos));
+    Tensor::stack::<5>(vec![r0, r1], 4).reshape([b, s, h, hd])
+}

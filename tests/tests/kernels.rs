@@ -4,7 +4,7 @@
 //! one grid dimension holds, and every 16-bit pattern.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use sphinx_shaders::{matvec_packed, reference, unpack_halves, HalfKind, PackedHalves};
+use sphinx_shaders::{matvec_packed, reference, rms_norm, rope, unpack_halves, HalfKind, PackedHalves};
 use sphinx_tests::devices;
 
 /// Deterministic values in [-1, 1) (a 64-bit LCG; the tests need no crate for it).
@@ -79,8 +79,9 @@ fn matvec_packed_matches_matmul_on_the_widened_weight() {
 }
 
 #[test]
-fn matvec_packed_covers_more_outputs_than_one_grid_dimension() {
-    // 70000 outputs > 65535 workgroups: the kernel's grid wraps into a second dimension.
+fn matvec_packed_covers_many_outputs_and_a_partial_last_workgroup() {
+    // 70000 outputs: 1094 workgroups of 64, the last one partial. (The grid's wrap into a
+    // second dimension is exercised by rms_norm's 70000 rows, one workgroup each.)
     for (name, device) in devices() {
         check_matvec(&device, name, HalfKind::Bf16, [1, 70_000, 4]);
     }
@@ -93,4 +94,40 @@ fn packing_refuses_odd_columns_and_wrong_byte_counts() {
     assert!(PackedHalves::from_le_bytes(vec![0; 6], HalfKind::F16, [2, 2], &device).is_none());
     assert!(PackedHalves::from_le_bytes(vec![0; 8], HalfKind::F16, [2, 2], &device).is_some());
     assert!(PackedHalves::from_le_bytes(vec![0; 8], HalfKind::F16, [usize::MAX, 2], &device).is_none());
+}
+
+#[test]
+fn rms_norm_matches_burn_ops() {
+    // One row, odd widths, a row longer than the workgroup's stride, many rows, and
+    // rows beyond one grid dimension (70000 rows of 3).
+    for (name, device) in devices() {
+        for [rows, d] in [[1, 1], [1, 7], [5, 64], [3, 4097], [130, 288], [70_000, 3]] {
+            let x = Tensor::<2>::from_data(TensorData::new(values(rows * d, (rows + d) as u64), [rows, d]), &device);
+            let w = Tensor::<1>::from_data(TensorData::new(values(d, d as u64 + 5), [d]), &device);
+            let got = read(rms_norm(x.clone(), &w, 1e-5));
+            let want = read(reference::rms_norm(x, &w, 1e-5));
+            let max_ref = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(err <= 1e-5 * max_ref.max(1.0), "{name} rms_norm {rows}x{d}: max error {err}");
+        }
+    }
+}
+
+#[test]
+fn rope_matches_burn_ops() {
+    // [B, S, H, hd] at a start position: one token late in the table, a chunk, one head
+    // of two dimensions, several batches, more pairs than one grid dimension of cubes.
+    let positions = 4096;
+    for (name, device) in devices() {
+        let table = |seed| Tensor::<2>::from_data(TensorData::new(values(positions * 64, seed), [positions, 64]), &device);
+        let (cos, sin) = (table(1), table(2));
+        for ([b, s, h, hd], start) in [([1, 1, 8, 128], 4000), ([1, 37, 4, 128], 5), ([1, 3, 1, 2], 0), ([2, 5, 3, 16], 100), ([1, 300, 32, 128], 17)] {
+            let x = Tensor::<4>::from_data(TensorData::new(values(b * s * h * hd, (s + start) as u64), [b, s, h, hd]), &device);
+            let (cos, sin) = (cos.clone().narrow(1, 0, hd / 2), sin.clone().narrow(1, 0, hd / 2));
+            let got = rope(x.clone(), &cos, &sin, start).into_data().try_into_vec::<f32>().unwrap();
+            let want = reference::rope(x, &cos, &sin, start).into_data().try_into_vec::<f32>().unwrap();
+            let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(err <= 1e-6, "{name} rope {b}x{s}x{h}x{hd} from {start}: max error {err}");
+        }
+    }
 }

@@ -9,7 +9,7 @@ use super::conversation::END_OF_TURN;
 use super::sampler::Sampler;
 use super::stop::StopSequences;
 use crate::error::{GenerateError, Result};
-use crate::llm::{read_f32, KvCache, Llm};
+use crate::llm::{read_argmax, read_f32, KvCache, Llm};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
 #[derive(Debug, Clone)]
@@ -136,12 +136,15 @@ pub async fn generate(
     let mut streamed = 0;
     let mut stop = StopReason::MaxTokens;
     loop {
-        let host = read_f32(next_logits).await?;
+        // Greedy: the argmax on the device, one id read back; otherwise the logits.
+        let token = match sampler.is_greedy() {
+            true => read_argmax(next_logits).await?,
+            false => sampler.sample(&read_f32(next_logits).await?),
+        };
         if first_token_at.is_none() {
             prefill_secs = t0.elapsed().as_secs_f64();
             first_token_at = Some(Instant::now());
         }
-        let token = sampler.sample(&host);
         tokens.push(token);
         if let Some(n) = stops.matched(&tokens) {
             tokens.truncate(tokens.len() - n);

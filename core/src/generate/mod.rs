@@ -10,5 +10,5 @@ mod stop;
 pub use chat::ChatSession;
 pub use conversation::{Conversation, Role, SYSTEM_PROMPT};
 pub use generator::{generate, Generation, GenerationOptions, StopReason};
-pub use sampler::{argmax, Sampler};
+pub use sampler::Sampler;
 pub use stop::StopSequences;

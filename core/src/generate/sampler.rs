@@ -46,6 +46,11 @@ impl Sampler {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// Whether every draw is the argmax (so it can be taken on the device).
+    pub fn is_greedy(&self) -> bool {
+        self.temperature < GREEDY_BELOW
+    }
+
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         if self.temperature < GREEDY_BELOW {
             return argmax(logits);

@@ -3,7 +3,7 @@
 //! of more than one token, so a prompt can be prefilled in pieces.
 
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor};
 
 use super::kv_cache::LayerCache;
 use super::linear::Linear;
@@ -37,6 +37,11 @@ impl Attention {
         })
     }
 
+    /// Bytes of the four projections on the device.
+    pub fn device_bytes(&self) -> usize {
+        [&self.wq, &self.wk, &self.wv, &self.wo].iter().map(|l| l.device_bytes()).sum()
+    }
+
     /// x: [B, S, D] at positions `start..start + S` → [B, S, D]
     pub fn forward(&self, x: Tensor<3>, start: usize, rope: &Rope, cache: &mut LayerCache, max_len: usize) -> Tensor<3> {
         let [b, s, _] = x.dims();
@@ -50,8 +55,10 @@ impl Attention {
         let q = q.swap_dims(1, 2).reshape([b, hkv, n_rep * s, hd]);
         let scores = q.matmul(keys.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt()); // [B, Hkv, n_rep·S, T]
         let scores = if s > 1 {
-            let mask = causal_mask(n_rep, s, start, &scores.device());
-            scores.add(mask)
+            let mask = causal_mask(s, start, &scores.device()); // [S, T]
+            let [_, _, rows, t] = scores.dims();
+            let mask = mask.unsqueeze::<3>().expand([n_rep, s, t]).reshape([1, 1, rows, t]).expand(scores.dims());
+            scores.mask_fill(mask, f32::NEG_INFINITY)
         } else {
             scores
         };
@@ -61,15 +68,12 @@ impl Attention {
     }
 }
 
-/// Additive mask [1, 1, n_rep·S, start + S]: query `i` of the chunk sees key `j`
-/// iff `j ≤ start + i` (`(i − q_len) ≥ (j − kv_len)`, llama.py `_make_causal_mask`).
-fn causal_mask(n_rep: usize, s: usize, start: usize, device: &Device) -> Tensor<4> {
+/// Which scores of a chunk are masked, [S, start + S]: query `i` of the chunk sees key
+/// `j` iff `j ≤ start + i` (`(i − q_len) ≥ (j − kv_len)`, llama.py `_make_causal_mask`).
+/// Built on the device from two index ranges; no S × T matrix is uploaded.
+fn causal_mask(s: usize, start: usize, device: &Device) -> Tensor<2, Bool> {
     let t = start + s;
-    let mut m = Vec::with_capacity(n_rep * s * t);
-    for _ in 0..n_rep {
-        for i in 0..s {
-            m.extend((0..t).map(|j| if j <= start + i { 0.0f32 } else { f32::NEG_INFINITY }));
-        }
-    }
-    Tensor::from_data(TensorData::new(m, [1, 1, n_rep * s, t]), device)
+    let query_pos = Tensor::<1, Int>::arange(start as i64..t as i64, device).reshape([s, 1]).expand([s, t]);
+    let key_pos = Tensor::<1, Int>::arange(0..t as i64, device).reshape([1, t]).expand([s, t]);
+    key_pos.greater(query_pos)
 }

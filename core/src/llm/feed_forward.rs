@@ -25,6 +25,11 @@ impl FeedForward {
         })
     }
 
+    /// Bytes of the three matrices on the device.
+    pub fn device_bytes(&self) -> usize {
+        [&self.w1, &self.w2, &self.w3].iter().map(|l| l.device_bytes()).sum()
+    }
+
     /// x: [B, S, D] → [B, S, D]
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         self.w2.forward(silu(self.w1.forward(x.clone())).mul(self.w3.forward(x)))

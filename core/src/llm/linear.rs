@@ -66,6 +66,11 @@ impl Linear {
         Ok(Self { weight: Matrix::load(l, name, [out, inp]).await? })
     }
 
+    /// Bytes of the weight on the device.
+    pub fn device_bytes(&self) -> usize {
+        self.weight.device_bytes()
+    }
+
     /// A layer over an f32 weight [out, in].
     pub fn dense(weight: Tensor<2>) -> Self {
         Self { weight: Matrix::Dense(weight) }

@@ -38,6 +38,12 @@ impl Moe {
         })
     }
 
+    /// Bytes of the gate and the experts on the device (the experts are f32).
+    pub fn device_bytes(&self) -> usize {
+        let experts: usize = [&self.w1, &self.w2, &self.w3].iter().flat_map(|w| w.iter()).map(|t| t.shape().num_elements() * 4).sum();
+        self.gate.device_bytes() + experts
+    }
+
     /// x: [B, S, D] → [B, S, D]
     pub async fn forward(&self, x: Tensor<3>) -> Result<Tensor<3>, GenerateError> {
         let [b, s, d] = x.dims();

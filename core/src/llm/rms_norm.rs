@@ -1,6 +1,7 @@
 //! RMSNorm (`accessory/model/components.py`): `x · rsqrt(mean(x²) + eps) · w`, in f32.
 
 use burn::tensor::Tensor;
+use sphinx_shaders::rms_norm;
 
 use crate::error::WeightError;
 use crate::weights::{WeightLoader, WeightSource};
@@ -17,10 +18,13 @@ impl RmsNorm {
         Ok(Self { weight: l.tensor(name, [dim]).await?, eps })
     }
 
-    /// x: [B, S, D] → [B, S, D]
+    /// Bytes of the weight on the device.
+    pub fn device_bytes(&self) -> usize {
+        self.weight.shape().num_elements() * 4
+    }
+
+    /// x: [B, S, D] → [B, S, D], one fused kernel (`sphinx_shaders::rms_norm`).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let ms = x.clone().powi_scalar(2).mean_dim(2); // [B, S, 1]
-        let inv = ms.add_scalar(self.eps).sqrt().recip();
-        x.mul(inv).mul(self.weight.clone().reshape([1, 1, -1]))
+        rms_norm(x, &self.weight, self.eps as f32)
     }
 }

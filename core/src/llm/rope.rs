@@ -3,6 +3,7 @@
 //! `precompute_freqs_cis` does, for `2 · max_seq_len` positions.
 
 use burn::tensor::{Device, Tensor, TensorData};
+use sphinx_shaders::rope;
 
 #[derive(Debug, Clone)]
 pub struct Rope {
@@ -37,17 +38,9 @@ impl Rope {
         }
     }
 
-    /// x: [B, S, H, hd] at positions `start..start + S` → rotated [B, S, H, hd]
+    /// x: [B, S, H, hd] at positions `start..start + S` → rotated [B, S, H, hd], one
+    /// fused kernel (`sphinx_shaders::rope`; its reference is the Burn-op version).
     pub fn apply(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
-        let [b, s, h, hd] = x.dims();
-        let half = hd / 2;
-        let cos = self.cos.clone().slice([start..start + s, 0..half]).reshape([1, s, 1, half]);
-        let sin = self.sin.clone().slice([start..start + s, 0..half]).reshape([1, s, 1, half]);
-        let pairs = x.reshape([b, s, h, half, 2]);
-        let x0 = pairs.clone().slice([0..b, 0..s, 0..h, 0..half, 0..1]).reshape([b, s, h, half]);
-        let x1 = pairs.slice([0..b, 0..s, 0..h, 0..half, 1..2]).reshape([b, s, h, half]);
-        let r0 = x0.clone().mul(cos.clone()).sub(x1.clone().mul(sin.clone()));
-        let r1 = x0.mul(sin).add(x1.mul(cos));
-        Tensor::stack::<5>(vec![r0, r1], 4).reshape([b, s, h, hd])
+        rope(x, &self.cos, &self.sin, start)
     }
 }

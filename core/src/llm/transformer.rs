@@ -79,6 +79,22 @@ impl Llm {
         &self.device
     }
 
+    /// Bytes of the LLM's weights on the device (16-bit matrices count 2 bytes a value).
+    pub fn weight_bytes(&self) -> u64 {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|b| {
+                let ffn = match &b.feed_forward {
+                    Ffn::Dense(ff) => ff.device_bytes(),
+                    Ffn::Moe(moe) => moe.device_bytes(),
+                };
+                b.attention.device_bytes() + ffn + b.attention_norm.device_bytes() + b.ffn_norm.device_bytes()
+            })
+            .sum();
+        (self.tok_embeddings.device_bytes() + layers + self.norm.device_bytes() + self.output.device_bytes()) as u64
+    }
+
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.config.n_layers, self.config.max_seq_len)
     }
