@@ -80,7 +80,16 @@ pub struct LlmConfig {
     pub rope_scaling: Option<f64>,
     pub max_seq_len: usize,
     pub moe: Option<MoeConfig>,
+    /// Most bytes of attention scores held at once: longer chunks are attended in
+    /// tiles of queries (docs/design.md §9).
+    pub score_tile_bytes: usize,
 }
+
+/// Positions fed per forward pass while prefilling, unless the caller chooses.
+pub const DEFAULT_PREFILL_CHUNK: usize = 512;
+
+/// The default of [`LlmConfig::score_tile_bytes`] (64 MiB).
+pub const DEFAULT_SCORE_TILE_BYTES: usize = 64 << 20;
 
 /// User choices that override the checkpoint's configuration or how it is held.
 #[derive(Debug, Clone, Default)]
@@ -97,6 +106,8 @@ pub struct ConfigOverrides {
     pub device_memory: Option<u64>,
     /// The precision the LLM's weight matrices are held in on the device.
     pub weight_dtype: crate::weights::WeightDtype,
+    /// [`LlmConfig::score_tile_bytes`]; tests make it tiny to exercise the tiling.
+    pub score_tile_bytes: Option<usize>,
 }
 
 /// Bounds on what a configuration may ask for (docs/design.md §7). They are far above
@@ -212,6 +223,7 @@ impl LlmConfig {
             rope_scaling: None,
             max_seq_len: DEFAULT_MAX_SEQ_LEN,
             moe,
+            score_tile_bytes: DEFAULT_SCORE_TILE_BYTES,
         };
         match t {
             LlamaType::MixtralSparse | LlamaType::MixtralSparseEns | LlamaType::MixtralSparseEns5 => {
@@ -261,6 +273,7 @@ impl LlmConfig {
             rope_scaling: c.rope_scaling,
             max_seq_len: overrides.max_seq_len.unwrap_or(DEFAULT_MAX_SEQ_LEN),
             moe,
+            score_tile_bytes: overrides.score_tile_bytes.unwrap_or(DEFAULT_SCORE_TILE_BYTES).max(1),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -304,18 +317,52 @@ impl LlmConfig {
     }
 
     /// Bytes on the device once loaded in f32: the weights, the rotary tables for
-    /// `2 · max_seq_len` positions and a KV cache filled to `max_seq_len`.
+    /// `2 · max_seq_len` positions, a KV cache filled to `max_seq_len` and the
+    /// activations of a prefill chunk of [`DEFAULT_PREFILL_CHUNK`] positions.
     pub fn device_bytes(&self) -> u64 {
         self.device_bytes_with_weights(4)
     }
 
     /// [`LlmConfig::device_bytes`] with `bytes_per_weight` per parameter (2 for f16/bf16
-    /// matrices; the rotary tables and the KV cache stay f32).
+    /// matrices; the rotary tables, the KV cache and the activations stay f32).
     pub fn device_bytes_with_weights(&self, bytes_per_weight: u64) -> u64 {
+        bytes_per_weight * self.parameter_count() + self.state_bytes() + self.prefill_activation_bytes(DEFAULT_PREFILL_CHUNK)
+    }
+
+    /// The rotary tables for `2 · max_seq_len` positions and a KV cache filled to
+    /// `max_seq_len`, in f32.
+    pub fn state_bytes(&self) -> u64 {
         let hd = self.head_dim() as u64;
         let rope = 2 * self.max_seq_len as u64 * hd; // cos and sin, [2 · S, hd / 2] each
         let kv = 2 * self.n_layers as u64 * self.max_seq_len as u64 * self.n_kv_heads as u64 * hd;
-        bytes_per_weight * self.parameter_count() + 4 * (rope + kv)
+        4 * (rope + kv)
+    }
+
+    /// The largest single activation buffer of a prefill chunk: a score tile, one FFN
+    /// hidden tensor, a widened weight tile or the chunk's residual stream.
+    pub fn largest_activation_bytes(&self, chunk: usize) -> u64 {
+        let c = chunk.clamp(1, self.max_seq_len) as u64;
+        let scores = (4 * c * self.n_heads as u64 * self.max_seq_len as u64).min(self.score_tile_bytes as u64);
+        let values = [c * self.ffn_hidden as u64, crate::llm::WIDEN_TILE_VALUES as u64, c * self.dim as u64, self.vocab_size as u64];
+        scores.max(4 * values.into_iter().max().unwrap_or(0))
+    }
+
+    /// An upper estimate of the activations alive at once while a chunk of `chunk`
+    /// positions is prefilled with the context full (all f32, docs/design.md §9): the
+    /// residual stream, its normed copy and one layer's output, q/k/v and the attention
+    /// output, one tile of scores three times over (scores, masked, softmax), the FFN's
+    /// three hidden tensors (per routed expert for MoE), one widened weight tile and the
+    /// logits.
+    pub fn prefill_activation_bytes(&self, chunk: usize) -> u64 {
+        let c = chunk.clamp(1, self.max_seq_len) as u64;
+        let (d, hd, hq, hkv) = (self.dim as u64, self.head_dim() as u64, self.n_heads as u64, self.n_kv_heads as u64);
+        let residual = 3 * c * d;
+        let attention = c * hd * (2 * hq + 2 * hkv);
+        let experts = self.moe.map_or(1, |m| m.experts_per_token as u64);
+        let ffn = 3 * c * self.ffn_hidden as u64 * experts;
+        let all_scores = 4 * c * hq * self.max_seq_len as u64;
+        let scores = 3 * all_scores.min(self.score_tile_bytes as u64);
+        4 * (residual + attention + ffn + crate::llm::WIDEN_TILE_VALUES as u64 + self.vocab_size as u64) + scores
     }
 
     /// Number of LLM parameters.
@@ -411,5 +458,17 @@ mod tests {
         assert!(matches!(e, Err(ConfigError::Invalid(_))));
         let e = LlmConfig::from_json(r#"{"n_layers": 2, "n_heads": 4}"#, meta, 100, &Default::default());
         assert!(matches!(e, Err(ConfigError::Json { reason, .. }) if reason.contains("missing field `dim`")));
+    }
+
+    #[test]
+    fn a_prefill_chunk_of_every_variant_stays_within_512_mib() {
+        for (name, t) in LlmConfig::VARIANTS {
+            let c = LlmConfig::full_size(t);
+            let bytes = c.prefill_activation_bytes(DEFAULT_PREFILL_CHUNK);
+            assert!(bytes <= 512 << 20, "{name}: {} MiB", bytes >> 20);
+            // Untiled, a 512-position chunk of LLaMA-2-13B at a 4096 context holds 3 × 335 MB of scores.
+            let untiled = LlmConfig { score_tile_bytes: usize::MAX, ..c.clone() };
+            assert!(untiled.prefill_activation_bytes(DEFAULT_PREFILL_CHUNK) > bytes, "{name}");
+        }
     }
 }

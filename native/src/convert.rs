@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::Args;
 use sha2::{Digest, Sha256};
+use sphinx_core::config::{ConfigOverrides, LlmConfig};
 use sphinx_core::model::open_checkpoint;
+use sphinx_core::tokenizer::Tokenizer;
 use sphinx_core::weights::{component, plan_shards, shard_file, ShardEntry, WebManifest, WeightSource, MANIFEST_FORMAT};
 use sphinx_native::files::ModelDir;
 use sphinx_native::model_dir::open_model_dir;
@@ -35,6 +37,8 @@ pub fn run_convert(a: ConvertArgs) -> Result<()> {
 pub fn convert_web(model: &Path, output: &Path) -> Result<()> {
     let files = open_model_dir(model, None)?;
     let (config_json, meta_json, tokenizer) = (files.config_json.clone(), files.meta_json.clone(), files.tokenizer_model.clone());
+    let vocab = Tokenizer::from_model_bytes(&tokenizer)?.vocab_size();
+    let config = LlmConfig::from_json(&config_json, &meta_json, vocab, &ConfigOverrides::default())?;
     let source = open_checkpoint(files.checkpoints)?;
     let infos: Vec<_> = source.names().into_iter().filter_map(|n| source.info(&n).map(|i| (n, i))).collect();
     let (tensors, sizes) = plan_shards(&infos);
@@ -78,7 +82,7 @@ pub fn convert_web(model: &Path, output: &Path) -> Result<()> {
             config_json,
             meta_json,
             tokenizer: ShardEntry { file: "tokenizer.model".into(), bytes: tokenizer.len() as u64, sha256: hex(Sha256::digest(&tokenizer)) },
-            requirements: WebManifest::requirements_for(&tensors),
+            requirements: WebManifest::requirements_for(&tensors, &config),
             tensors,
             shards,
             components,
@@ -90,12 +94,13 @@ pub fn convert_web(model: &Path, output: &Path) -> Result<()> {
     staging.commit()?;
     let total: u64 = manifest.shards.iter().map(|s| s.bytes).sum();
     eprintln!(
-        "[{} tensors in {} shards, {:.1} MiB; components {:?}; needs a {:.1} MiB storage binding]",
+        "[{} tensors in {} shards, {:.1} MiB; components {:?}; needs a {:.1} MiB storage binding and {:.1} MiB on the device]",
         manifest.tensors.len(),
         manifest.shards.len(),
         total as f64 / (1 << 20) as f64,
         manifest.components,
-        manifest.requirements.max_storage_buffer_binding_size as f64 / (1 << 20) as f64
+        manifest.requirements.max_storage_buffer_binding_size as f64 / (1 << 20) as f64,
+        manifest.requirements.device_bytes as f64 / (1 << 20) as f64
     );
     Ok(())
 }

@@ -54,6 +54,10 @@ pub struct ModelArgs {
     /// reference path), f16 or bf16 rounds them. Activations are f32 in every case.
     #[arg(long, default_value = "auto")]
     pub dtype: WeightDtype,
+    /// Most MiB of attention scores held at once: longer prompts and image blocks are
+    /// attended in tiles of queries (0: one query at a time). Smaller saves device memory.
+    #[arg(long, value_name = "MIB")]
+    pub attention_tile_mib: Option<usize>,
     /// Mix this model with a second fine-tune while loading: --model is the real-data one,
     /// --mix-with the synthetic one (weights β·model + (1−β)·mix-with).
     #[arg(long)]
@@ -93,6 +97,7 @@ impl ModelArgs {
             stream_encoders: self.stream_encoders,
             weight_dtype: self.dtype,
             device_memory: self.device_memory,
+            score_tile_bytes: self.attention_tile_mib.map(|mib| mib.saturating_mul(1 << 20)),
         }
     }
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::HumanBytes;
 use sphinx_core::api::{AskOptions, AskResult, ParsedAnswer};
-use sphinx_core::config::LlmConfig;
+use sphinx_core::config::{LlmConfig, DEFAULT_PREFILL_CHUNK};
 use sphinx_core::generate::{generate, Conversation, GenerationOptions, StopReason};
 use sphinx_core::model::open_checkpoint;
 use sphinx_core::preprocess::{decode_image, DecodeOptions, PaddedSquare};
@@ -313,14 +313,17 @@ fn print_vision(v: &VisionConfig) {
 }
 
 fn run_variants() {
-    println!("{:<15} {:<20} {:>6} {:>6} {:>7} {:>9} {:>9} {:>10} {:>10}", "variant", "llama_type", "px", "views", "img tok", "LLM B", "vision B", "f32 GiB", "bf16 GiB");
+    println!(
+        "{:<15} {:<20} {:>6} {:>6} {:>7} {:>9} {:>9} {:>10} {:>10} {:>12}",
+        "variant", "llama_type", "px", "views", "img tok", "LLM B", "vision B", "f32 GiB", "bf16 GiB", "prefill MiB"
+    );
     for (name, t) in LlmConfig::VARIANTS {
         let c = LlmConfig::full_size(t);
         let v = VisionConfig::for_llama_type(t, &serde_json::Value::Null, c.dim).ok().flatten();
         let (llm, vis) = (c.parameter_count(), v.as_ref().map_or(0, |v| v.parameter_count()));
         let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
         println!(
-            "{:<15} {:<20} {:>6} {:>6} {:>7} {:>9.3} {:>9.3} {:>10.1} {:>10.1}",
+            "{:<15} {:<20} {:>6} {:>6} {:>7} {:>9.3} {:>9.3} {:>10.1} {:>10.1} {:>12.0}",
             name,
             t.name(),
             v.as_ref().map_or(0, |v| v.tiling.image_size),
@@ -329,7 +332,8 @@ fn run_variants() {
             llm as f64 / 1e9,
             vis as f64 / 1e9,
             gib((llm + vis) * 4),
-            gib((llm + vis) * 2)
+            gib((llm + vis) * 2),
+            c.prefill_activation_bytes(DEFAULT_PREFILL_CHUNK) as f64 / (1u64 << 20) as f64
         );
     }
 }

@@ -288,6 +288,8 @@ fn convert_for_the_web_and_load_it_back() {
     let components: u64 = m["components"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
     assert_eq!(components, total);
     assert!(m["components"]["dinov2"].as_u64().unwrap() > 0 && m["requirements"]["max_storage_buffer_binding_size"].as_u64().unwrap() > 0);
+    // The device total counts the weights as held, the KV cache and the activations.
+    assert!(m["requirements"]["device_bytes"].as_u64().unwrap() > components, "{}", m["requirements"]);
 
     // The converted model answers exactly as the original.
     let image = format!("{fixtures}/reference/images/pillow-decoded/sphinx-example-1.png");

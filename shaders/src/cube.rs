@@ -125,4 +125,54 @@ impl SphinxOps for CubeBackend {
         };
         out
     }
+
+    fn swiglu(gate: CubeTensor, up: CubeTensor) -> CubeTensor {
+        assert_eq!((gate.dtype, up.dtype), (DType::F32, DType::F32), "swiglu: f32");
+        let (gate, up) = (into_contiguous(gate), into_contiguous(up));
+        let n = gate.meta.shape()[0];
+        assert_eq!(up.meta.shape()[0], n, "swiglu: gate of {n}, up of {}", up.meta.shape()[0]);
+        let out = empty_f32(&gate, Shape::new([n]));
+        let client = gate.client.clone();
+        // SAFETY: the kernel guards i < n, and gate, up and out all hold n values.
+        unsafe {
+            kernels::swiglu_kernel::launch_unchecked(
+                &client,
+                grid(n.div_ceil(ELEMENTWISE_BLOCK), 1),
+                CubeDim::new_1d(ELEMENTWISE_BLOCK as u32),
+                gate.into_tensor_arg(),
+                up.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+            )
+        };
+        out
+    }
+
+    fn attention(q: CubeTensor, k: CubeTensor, v: CubeTensor, keys: usize, start: usize, seq: usize, scale: f32) -> CubeTensor {
+        assert_eq!((q.dtype, k.dtype, v.dtype), (DType::F32, DType::F32, DType::F32), "attention: f32");
+        let (q, k, v) = (into_contiguous(q), into_contiguous(k), into_contiguous(v));
+        let [groups, rows, hd] = [q.meta.shape()[0], q.meta.shape()[1], q.meta.shape()[2]];
+        let out = empty_f32(&q, Shape::new([groups, rows, hd]));
+        let client = q.client.clone();
+        let small = |n: usize| u32::try_from(n).expect("attention: positions fit u32");
+        // SAFETY: every row index is < G · R (guarded), every key index < keys ≤ capacity
+        // and every value index < hd, as `sphinx_shaders::attention` asserted.
+        unsafe {
+            kernels::attention_kernel::launch_unchecked(
+                &client,
+                grid(groups * rows, 1),
+                CubeDim::new_1d(crate::ATTENTION_BLOCK as u32),
+                q.into_tensor_arg(),
+                k.into_tensor_arg(),
+                v.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                small(keys),
+                small(start),
+                small(seq),
+                scale,
+                hd,
+                crate::ATTENTION_BLOCK,
+            )
+        };
+        out
+    }
 }

@@ -93,6 +93,54 @@ impl SphinxOps for Flex {
         });
         FlexTensor::from_data(TensorData::new(out, [rows, width]))
     }
+
+    fn swiglu(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
+        let (gate, up) = (gate.to_contiguous(), up.to_contiguous());
+        let gs = gate.as_slice::<f32>().expect("swiglu: gate must be f32");
+        let us = up.as_slice::<f32>().expect("swiglu: up must be f32");
+        assert_eq!(gs.len(), us.len(), "swiglu: gate of {}, up of {}", gs.len(), us.len());
+        let mut out = vec![0f32; gs.len()];
+        const CHUNK: usize = 1 << 14;
+        out.par_chunks_mut(CHUNK).zip(gs.par_chunks(CHUNK).zip(us.par_chunks(CHUNK))).for_each(|(o, (g, u))| {
+            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                *o = g / (1.0 + (-g).exp()) * u;
+            }
+        });
+        FlexTensor::from_data(TensorData::new(out, [gs.len()]))
+    }
+
+    fn attention(q: FlexTensor, k: FlexTensor, v: FlexTensor, keys: usize, start: usize, seq: usize, scale: f32) -> FlexTensor {
+        let (q, k, v) = (q.to_contiguous(), k.to_contiguous(), v.to_contiguous());
+        let qs = q.as_slice::<f32>().expect("attention: q must be f32");
+        let (ks, vs) = (k.as_slice::<f32>().expect("attention: k f32"), v.as_slice::<f32>().expect("attention: v f32"));
+        let [groups, rows, hd] = [q.layout().shape()[0], q.layout().shape()[1], q.layout().shape()[2]];
+        let capacity = k.layout().shape()[1];
+        let mut out = vec![0f32; groups * rows * hd];
+        // One task per query row: its scores, softmax and weighted sum of values.
+        out.par_chunks_mut(hd.max(1)).enumerate().for_each_init(Vec::new, |scores: &mut Vec<f32>, (row, o)| {
+            let (group, r) = (row / rows, row % rows);
+            let n_keys = keys.min(start + r % seq + 1);
+            let query = &qs[row * hd..(row + 1) * hd];
+            let kv = &ks[group * capacity * hd..];
+            scores.clear();
+            scores.extend((0..n_keys).map(|j| dot(query, &kv[j * hd..(j + 1) * hd]) * scale));
+            let top = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut total = 0f32;
+            for s in scores.iter_mut() {
+                *s = (*s - top).exp();
+                total += *s;
+            }
+            let values = &vs[group * capacity * hd..];
+            o.fill(0.0);
+            for (j, &p) in scores.iter().enumerate() {
+                for (o, &x) in o.iter_mut().zip(&values[j * hd..(j + 1) * hd]) {
+                    *o += p * x;
+                }
+            }
+            o.iter_mut().for_each(|o| *o /= total);
+        });
+        FlexTensor::from_data(TensorData::new(out, [groups, rows, hd]))
+    }
 }
 
 /// Widens 16-bit patterns to f32 (exact), with F16C/AVX2 where the CPU has them.

@@ -127,3 +127,104 @@ pub fn rope_kernel(x: &Tensor<f32>, cos: &Tensor<f32>, sin: &Tensor<f32>, out: &
         out[2 * i + 1] = x0 * s + x1 * c;
     }
 }
+
+/// out[i] = g / (1 + e^(−g)) · u with g = gate[i], u = up[i], one unit per value.
+#[cube(launch_unchecked)]
+pub fn swiglu_kernel(gate: &Tensor<f32>, up: &Tensor<f32>, out: &mut Tensor<f32>) {
+    let cube = CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
+    let i = cube * CUBE_DIM as usize + UNIT_POS as usize;
+    if i < gate.len() {
+        let g = gate[i];
+        out[i] = g / (1.0f32 + f32::exp(-g)) * up[i];
+    }
+}
+
+/// Causal attention, one cube per query row (row = CUBE_POS_Y · CUBE_COUNT_X +
+/// CUBE_POS_X over G · R) and `block` units splitting its keys, flash-decoding style:
+/// unit u takes keys u, u + block, ... below the row's limit, keeping a running max `m`,
+/// the sum `l` of e^(s − m) and the weighted sum of values `acc[hd]`; the units then
+/// merge their partial results through workgroup memory, rescaled to the common max.
+/// q [G, R, hd]; k, v [G, capacity, hd] of which `keys` are in use; row r of a group is
+/// at position start + r % seq and sees keys 0..=that position.
+#[cube(launch_unchecked)]
+pub fn attention_kernel(
+    q: &Tensor<f32>,
+    k: &Tensor<f32>,
+    v: &Tensor<f32>,
+    out: &mut Tensor<f32>,
+    keys: u32,
+    start: u32,
+    seq: u32,
+    scale: f32,
+    #[comptime] hd: usize,
+    #[comptime] block: usize,
+) {
+    let rows = q.shape(1);
+    let capacity = k.shape(1);
+    let row = CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
+    if row >= q.shape(0) * rows {
+        terminate!();
+    }
+    let group = row / rows;
+    let visible = start as usize + (row % rows) % seq as usize + 1;
+    let mut n_keys = keys as usize;
+    if visible < n_keys {
+        n_keys = visible;
+    }
+    let q_base = row * hd;
+    let kv_base = group * capacity * hd;
+    let unit = UNIT_POS as usize;
+
+    let mut query = Array::<f32>::new(hd);
+    let mut acc = Array::<f32>::new(hd);
+    for d in 0..hd {
+        query[d] = q[q_base + d] * scale;
+        acc[d] = 0.0f32;
+    }
+    let mut m = f32::new(-3.0e38);
+    let mut l = f32::new(0.0);
+    let mut j = unit;
+    while j < n_keys {
+        let key = kv_base + j * hd;
+        let mut s = f32::new(0.0);
+        for d in 0..hd {
+            s += query[d] * k[key + d];
+        }
+        let m_new = select(s > m, s, m);
+        let correction = f32::exp(m - m_new);
+        let p = f32::exp(s - m_new);
+        l = l * correction + p;
+        for d in 0..hd {
+            acc[d] = acc[d] * correction + p * v[key + d];
+        }
+        m = m_new;
+        j += block;
+    }
+
+    let mut m_part = Shared::<[f32]>::new_slice(block);
+    let mut l_part = Shared::<[f32]>::new_slice(block);
+    let mut acc_part = Shared::<[f32]>::new_slice(comptime!(block * hd));
+    m_part[unit] = m;
+    l_part[unit] = l;
+    for d in 0..hd {
+        acc_part[unit * hd + d] = acc[d];
+    }
+    sync_cube();
+    let mut top = f32::new(-3.0e38);
+    for w in 0..block {
+        top = select(m_part[w] > top, m_part[w], top);
+    }
+    let mut total = f32::new(0.0);
+    for w in 0..block {
+        total += l_part[w] * f32::exp(m_part[w] - top);
+    }
+    let mut d = unit;
+    while d < hd {
+        let mut sum = f32::new(0.0);
+        for w in 0..block {
+            sum += acc_part[w * hd + d] * f32::exp(m_part[w] - top);
+        }
+        out[q_base + d] = sum / total;
+        d += block;
+    }
+}

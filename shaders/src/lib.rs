@@ -41,6 +41,44 @@ pub trait SphinxOps: Backend {
     /// Rotary embedding: x [B·S, H·hd] f32, row `r` at position `start + r % seq`;
     /// cos, sin [positions, hd/2] f32 → x with every pair of every head rotated.
     fn rope(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>, start: usize, seq: usize) -> FloatTensor<Self>;
+    /// The SwiGLU gate: `silu(gate) · up` element-wise, gate and up [n] f32 → [n].
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Causal attention without a score matrix: q [G, R, hd], k and v [G, capacity, hd] of
+    /// which the first `keys` rows are in use → [G, R, hd]. Row `r` of group `g` is the
+    /// query at position `start + r % seq` and sees keys `0..=start + r % seq`.
+    fn attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, keys: usize, start: usize, seq: usize, scale: f32) -> FloatTensor<Self>;
+}
+
+/// Head dimensions the attention kernel takes (its workgroup memory holds
+/// [`ATTENTION_BLOCK`] partial outputs of `hd` values within WebGPU's 16 KiB).
+pub const MAX_ATTENTION_HEAD_DIM: usize = 240;
+/// Units sharing one query's keys in the attention kernel.
+pub const ATTENTION_BLOCK: usize = 16;
+
+/// Causal attention of grouped queries in one pass, never forming the score matrix
+/// (flash-decoding's split of the keys within a workgroup, an online softmax per unit):
+/// q [G, R, hd] with row `r` at position `start + r % seq` (R = n_rep · seq query heads
+/// sharing one kv head), k and v [G, capacity, hd] holding `keys` positions; each row
+/// sees the keys up to its own position. Scores are scaled by `scale`. → [G, R, hd].
+/// `hd` must be at most [`MAX_ATTENTION_HEAD_DIM`].
+pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, keys: usize, start: usize, seq: usize, scale: f32) -> Tensor<3> {
+    let [g, r, hd] = q.dims();
+    let [gk, capacity, hdk] = k.dims();
+    assert!(g == gk && hd == hdk && v.dims() == k.dims(), "attention: q {:?}, k {:?}, v {:?}", q.dims(), k.dims(), v.dims());
+    assert!(hd <= MAX_ATTENTION_HEAD_DIM, "attention: head dim {hd} > {MAX_ATTENTION_HEAD_DIM}");
+    assert!(keys <= capacity && seq > 0 && r % seq == 0 && start + seq <= keys, "attention: queries {start}..{} over {keys} keys of {capacity}", start + seq);
+    let out = <Dispatch as SphinxOps>::attention(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), keys, start, seq, scale);
+    Tensor::<3>::from_dispatch(out)
+}
+
+/// `silu(gate) ⊙ up` (LLaMA's FFN, `silu(x) = x / (1 + e^(−x))`) in one pass: gate and
+/// up of the same shape → that shape.
+pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    let dims = gate.dims();
+    assert_eq!(dims, up.dims(), "swiglu: gate and up differ in shape");
+    let n = dims.iter().product::<usize>();
+    let (gate, up) = (gate.reshape([n]).into_dispatch(), up.reshape([n]).into_dispatch());
+    Tensor::<1>::from_dispatch(<Dispatch as SphinxOps>::swiglu(gate, up)).reshape(dims)
 }
 
 /// Meta-style rotary embedding of `x` [B, S, H, hd] at positions `start..start + S`:

@@ -45,3 +45,23 @@ pub fn rope(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>, start: usize) -> Ten
     let r1 = x0.mul(sin).add(x1.mul(cos));
     Tensor::stack::<5>(vec![r0, r1], 4).reshape([b, s, h, hd])
 }
+
+/// `silu(gate) ⊙ up` with Burn's operations, as the model computed it before the kernel.
+pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    burn::tensor::activation::silu(gate).mul(up)
+}
+
+/// Causal attention with Burn's operations (scores, a mask, softmax, the weighted sum),
+/// with the arguments of [`crate::attention`].
+pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, keys: usize, start: usize, seq: usize, scale: f32) -> Tensor<3> {
+    let [g, r, hd] = q.dims();
+    let (k, v) = (k.slice([0..g, 0..keys, 0..hd]), v.slice([0..g, 0..keys, 0..hd]));
+    let scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(scale); // [G, R, keys]
+    let device = scores.device();
+    let row_pos: Vec<i64> = (0..r).map(|i| (start + i % seq) as i64).collect();
+    let row_pos = Tensor::<1, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(row_pos, [r]), &device);
+    let key_pos = Tensor::<1, burn::tensor::Int>::arange(0..keys as i64, &device);
+    let hidden = key_pos.reshape([1, keys]).expand([r, keys]).greater(row_pos.reshape([r, 1]).expand([r, keys]));
+    let scores = scores.mask_fill(hidden.unsqueeze::<3>().expand([g, r, keys]), f32::NEG_INFINITY);
+    burn::tensor::activation::softmax(scores, 2).matmul(v)
+}

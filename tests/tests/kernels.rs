@@ -4,7 +4,7 @@
 //! one grid dimension holds, and every 16-bit pattern.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use sphinx_shaders::{matvec_packed, reference, rms_norm, rope, unpack_halves, HalfKind, PackedHalves};
+use sphinx_shaders::{attention, matvec_packed, reference, rms_norm, rope, swiglu, unpack_halves, HalfKind, PackedHalves, MAX_ATTENTION_HEAD_DIM};
 use sphinx_tests::devices;
 
 /// Deterministic values in [-1, 1) (a 64-bit LCG; the tests need no crate for it).
@@ -128,6 +128,55 @@ fn rope_matches_burn_ops() {
             let want = reference::rope(x, &cos, &sin, start).into_data().try_into_vec::<f32>().unwrap();
             let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             assert!(err <= 1e-6, "{name} rope {b}x{s}x{h}x{hd} from {start}: max error {err}");
+        }
+    }
+}
+
+#[test]
+fn swiglu_matches_burn_ops() {
+    // One value, a partial workgroup, large gates (e^(−g) under- and overflows), and more
+    // values than one grid dimension of workgroups holds (65,535 × 256).
+    for (name, device) in devices() {
+        for n in [1, 255, 5_000, 16_777_300] {
+            let big = |seed| values(n, seed).into_iter().map(|v| v * 120.0).collect::<Vec<f32>>();
+            let gate = Tensor::<2>::from_data(TensorData::new(big(n as u64), [1, n]), &device);
+            let up = Tensor::<2>::from_data(TensorData::new(values(n, n as u64 + 1), [1, n]), &device);
+            let got = read(swiglu(gate.clone(), up.clone()));
+            let want = read(reference::swiglu(gate, up));
+            let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs() / b.abs().max(1.0)));
+            assert!(err <= 1e-5, "{name} swiglu of {n}: max error {err}");
+        }
+    }
+}
+
+#[test]
+fn attention_matches_burn_ops() {
+    // [G, R, hd] queries over [G, capacity, hd] caches with `keys` in use, at `start` with
+    // `seq` positions per group: one key; one token late in a half-used cache (8 query
+    // heads per kv head); a causal chunk of 3 from position 10; more keys than the
+    // workgroup's units many times over; the largest head dimension; scores large
+    // enough that a softmax without its max would overflow.
+    for (name, device) in devices() {
+        for ([g, r, hd, capacity], keys, start, seq, gain) in [
+            ([1, 1, 2, 1], 1, 0, 1, 1.0),
+            ([4, 8, 64, 256], 150, 149, 1, 1.0),
+            ([2, 6, 16, 32], 13, 10, 3, 1.0),
+            ([3, 2, 128, 1100], 1037, 1036, 1, 1.0),
+            ([1, 4, MAX_ATTENTION_HEAD_DIM, 40], 40, 36, 4, 1.0),
+            ([2, 1, 32, 64], 64, 63, 1, 12.0),
+        ] {
+            let t = |dims: [usize; 3], seed| {
+                let v = values(dims.iter().product(), seed).into_iter().map(|x| x * gain).collect::<Vec<f32>>();
+                Tensor::<3>::from_data(TensorData::new(v, dims), &device)
+            };
+            let (q, k, v) = (t([g, r, hd], 1), t([g, capacity, hd], 2), t([g, capacity, hd], 3));
+            let scale = 1.0 / (hd as f32).sqrt();
+            let got = attention(q.clone(), k.clone(), v.clone(), keys, start, seq, scale).into_data().try_into_vec::<f32>().unwrap();
+            let want = reference::attention(q, k, v, keys, start, seq, scale).into_data().try_into_vec::<f32>().unwrap();
+            let max_ref = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            // Scores grow with gain², their rounding with them.
+            assert!(err <= 1e-5 * gain * max_ref.max(1.0), "{name} attention {g}x{r}x{hd} over {keys} of {capacity} from {start}: max error {err}");
         }
     }
 }

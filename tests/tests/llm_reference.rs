@@ -118,3 +118,21 @@ fn safetensors_checkpoint_gives_the_same_logits() {
         assert!(e <= TOL, "[{backend}] safetensors prefill error {e}");
     }
 }
+
+#[test]
+fn attention_in_tiles_of_one_query_gives_the_same_logits() {
+    // A tile budget of 0 MiB attends one query at a time: the prefill must not change.
+    let name = "tiny-llama-gqa";
+    let reference = Reference::load(name);
+    let prompt = reference.ids("prompt_tokens");
+    for (backend, device) in devices() {
+        let mut args = sphinx_native::load::ModelArgs::for_dir(&model_dir(name));
+        args.attention_tile_mib = Some(0);
+        let model = sphinx_native::load::load_model_on(&args, &device).unwrap();
+        let mut cache = model.llm.new_cache();
+        let got = pollster::block_on(async { read_f32(model.llm.forward(&prompt, &mut cache).await.unwrap()).await.unwrap() });
+        let e = rel_max_err(&got, &reference.f32("logits_full_prefill"));
+        eprintln!("{name} [{backend}] prefill in one-query tiles: max err {e:.2e}");
+        assert!(e <= TOL, "[{backend}] tiled prefill error {e}");
+    }
+}

@@ -5,7 +5,9 @@
 //! with the runtime's own answer parser, and its greedy answers must equal PyTorch's
 //! (training/train.py, same bf16 weights) on at least 99% of the items.
 //! Every item runs on the CPU backend; on wgpu (lavapipe in CI) the first 20 images of
-//! each domain do, as all of them would take minutes there.
+//! each domain do, as all of them would take minutes there. With the matrices rounded
+//! from bf16 to f16 (`--dtype f16`), the first 50 images of each domain on the CPU must
+//! meet the same bars.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,9 +16,12 @@ use sphinx_core::api::{ask, AskOptions};
 use sphinx_core::generate::ChatSession;
 use sphinx_core::model::{NoSource, SphinxModel};
 use sphinx_core::preprocess::DecodeOptions;
-use sphinx_tests::{devices, load_model_from};
+use sphinx_core::weights::WeightDtype;
+use sphinx_tests::{devices, load_model_as, load_model_from};
 
 const WGPU_IMAGES_PER_DOMAIN: usize = 20;
+/// Held-out images per domain answered with the weights rounded to f16 (`--dtype f16`).
+const F16_IMAGES_PER_DOMAIN: usize = 50;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -88,12 +93,13 @@ fn micro_model_answers_held_out_shapes_like_pytorch() {
         let images = all.iter().filter(|i| i["domain"] == domain && i["kind"] == "vqa").count();
         assert!(images >= 200, "{domain}: {images} held-out images");
     }
-    for (backend, device) in devices() {
-        let model = load_model_from(&root().join(spec["model"].as_str().unwrap()), &device);
-        let items: Vec<_> = match backend {
-            "cpu" => all.iter().collect(),
-            _ => all.iter().filter(|i| image_number(i) < WGPU_IMAGES_PER_DOMAIN).collect(),
-        };
+    // The checkpoint's bf16 matrices as stored on every backend, then rounded to f16.
+    let mut runs: Vec<(String, burn::tensor::Device, WeightDtype, usize)> =
+        devices().into_iter().map(|(b, d)| (b.to_string(), d, WeightDtype::Auto, if b == "cpu" { usize::MAX } else { WGPU_IMAGES_PER_DOMAIN })).collect();
+    runs.push(("cpu f16".into(), burn::tensor::Device::flex(), WeightDtype::F16, F16_IMAGES_PER_DOMAIN));
+    for (backend, device, dtype, images) in runs {
+        let model = load_model_as(&root().join(spec["model"].as_str().unwrap()), &device, dtype);
+        let items: Vec<_> = all.iter().filter(|i| image_number(i) < images).collect();
         let mut scores: BTreeMap<(String, String), Tally> = BTreeMap::new();
         let mut same = Tally::default();
         let mut differing = Vec::new();

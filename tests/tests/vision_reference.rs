@@ -162,6 +162,30 @@ fn streamed_encoders_and_the_image_cache_give_the_same_tokens() {
 }
 
 #[test]
+fn image_prompts_prefill_in_chunks_and_query_tiles_with_the_same_tokens() {
+    use sphinx_core::config::ConfigOverrides;
+    use sphinx_core::generate::{generate, GenerationOptions};
+    use sphinx_core::model::SphinxModel;
+    // [BOS, image block, prompt] goes in as chunks of 7 positions, each attended one
+    // query at a time (a 0-byte score tile): the greedy answer must not change.
+    let name = "tiny-sphinx-1k";
+    let reference = Reference::load(name);
+    let image = std::fs::read(fixtures().join(reference.meta["image"].as_str().unwrap())).unwrap();
+    let (prompt, want) = (reference.ids("prompt_tokens"), reference.ids("greedy_tokens"));
+    let device = burn::tensor::Device::flex();
+    let files = sphinx_native::model_dir::open_model_dir(&sphinx_tests::model_dir(name), None).unwrap();
+    let overrides = ConfigOverrides { score_tile_bytes: Some(0), ..Default::default() };
+    let model = pollster::block_on(SphinxModel::load(files, &device, &overrides, &mut |_| {})).unwrap();
+    let (_, views) = model.preprocess(&image, &DecodeOptions::default()).unwrap();
+    let block = model.encode_image(&views).unwrap();
+    assert!(block.dims()[1] > 7, "the image block spans several chunks");
+    let opts = GenerationOptions { max_gen_len: want.len(), temperature: 0.0, prefill_chunk: 7, ..Default::default() };
+    let mut cache = model.llm.new_cache();
+    let g = pollster::block_on(generate(&model.llm, &model.tokenizer, &mut cache, &prompt, Some(block), &opts, &mut |_| {})).unwrap();
+    assert_eq!(g.tokens, want);
+}
+
+#[test]
 fn text_only_models_refuse_images() {
     let model = load_model("tiny-llama-mp2", &burn::tensor::Device::flex());
     let image = std::fs::read(fixtures().join("images/caption1.jpg")).unwrap();

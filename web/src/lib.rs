@@ -221,6 +221,7 @@ async fn load_state(base: &str, options: &JsValue, on_progress: Option<Function>
     if let Some((_, m)) = &other {
         need.max_storage_buffer_binding_size = need.max_storage_buffer_binding_size.max(m.requirements.max_storage_buffer_binding_size);
         need.max_buffer_size = need.max_buffer_size.max(m.requirements.max_buffer_size);
+        need.device_bytes = need.device_bytes.max(m.requirements.device_bytes);
         need.features.extend(m.requirements.features.iter().cloned());
     }
     let device = gpu::webgpu_device(&need).await?;

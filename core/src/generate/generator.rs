@@ -27,7 +27,7 @@ pub struct GenerationOptions {
 impl Default for GenerationOptions {
     /// The official demo's defaults (temperature 0.1, top-p 0.75).
     fn default() -> Self {
-        Self { max_gen_len: 512, temperature: 0.1, top_p: 0.75, seed: 0, prefill_chunk: 512 }
+        Self { max_gen_len: 512, temperature: 0.1, top_p: 0.75, seed: 0, prefill_chunk: crate::config::DEFAULT_PREFILL_CHUNK }
     }
 }
 
@@ -113,19 +113,27 @@ pub async fn generate(
 
     let t0 = Instant::now();
     let mut logits = None;
-    let mut fed = 0;
-    if let Some(image) = image {
-        // [BOS] + image block + the rest of the first chunk.
-        fed = prompt.len().min(opts.prefill_chunk.max(1));
-        let emb = llm.embed(&prompt[..fed]);
-        let mut parts = vec![emb.clone().narrow(1, 0, 1), image];
-        if fed > 1 {
-            parts.push(emb.narrow(1, 1, fed - 1));
+    match image {
+        Some(image) => {
+            // [BOS] + image block + the prompt's text, fed in chunks like any prompt, so
+            // a long image block (SPHINX-2k: ~2.9k positions) never goes in at once.
+            let emb = llm.embed(prompt); // [1, P, D]
+            let mut parts = vec![emb.clone().narrow(1, 0, 1), image];
+            if prompt.len() > 1 {
+                parts.push(emb.narrow(1, 1, prompt.len() - 1));
+            }
+            let all = Tensor::cat(parts, 1); // [1, 1 + image + P − 1, D]
+            let n = all.dims()[1];
+            for start in (0..n).step_by(opts.prefill_chunk) {
+                let len = opts.prefill_chunk.min(n - start);
+                logits = Some(llm.forward_embeds(all.clone().narrow(1, start, len), cache).await?);
+            }
         }
-        logits = Some(llm.forward_embeds(Tensor::cat(parts, 1), cache).await?);
-    }
-    for chunk in prompt[fed..].chunks(opts.prefill_chunk) {
-        logits = Some(llm.forward(chunk, cache).await?);
+        None => {
+            for chunk in prompt.chunks(opts.prefill_chunk) {
+                logits = Some(llm.forward(chunk, cache).await?);
+            }
+        }
     }
     let mut next_logits = logits.ok_or(GenerateError::BadOption("empty prompt".into()))?;
     let mut prefill_secs = 0.0;

@@ -1,9 +1,12 @@
 //! Multi-head attention with grouped kv heads (docs/spec.md §2.4): q head `j` uses kv head
 //! `j / n_rep`, scores scaled by `1/√hd`, and a right-aligned causal mask for chunks
-//! of more than one token, so a prompt can be prefilled in pieces.
+//! of more than one token, so a prompt can be prefilled in pieces. Decoding uses the
+//! fused kernel (`sphinx_shaders::attention`); prefill tiles of Burn operations
+//! (docs/design.md §9).
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Device, Int, Tensor};
+use sphinx_shaders::{attention, MAX_ATTENTION_HEAD_DIM};
 
 use super::kv_cache::LayerCache;
 use super::linear::Linear;
@@ -11,6 +14,11 @@ use super::rope::Rope;
 use crate::config::LlmConfig;
 use crate::error::WeightError;
 use crate::weights::{WeightLoader, WeightSource};
+
+/// Chunks of at most this many positions (decoding) use the fused attention kernel;
+/// longer ones (prefill) Burn's matmul on tiles of scores, which shares each key among
+/// many queries.
+const KERNEL_MAX_QUERIES: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct Attention {
@@ -21,6 +29,8 @@ pub struct Attention {
     n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
+    /// Most bytes of scores ([B, Hq, queries, keys] in f32) at once (LlmConfig::score_tile_bytes).
+    score_tile_bytes: usize,
 }
 
 impl Attention {
@@ -34,6 +44,7 @@ impl Attention {
             n_heads: c.n_heads,
             n_kv_heads: c.n_kv_heads,
             head_dim: hd,
+            score_tile_bytes: c.score_tile_bytes,
         })
     }
 
@@ -46,11 +57,44 @@ impl Attention {
     pub fn forward(&self, x: Tensor<3>, start: usize, rope: &Rope, cache: &mut LayerCache, max_len: usize) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let (hq, hkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let n_rep = hq / hkv;
         let q = rope.apply(self.wq.forward(x.clone()).reshape([b, s, hq, hd]), start);
         let k = rope.apply(self.wk.forward(x.clone()).reshape([b, s, hkv, hd]), start);
         let v = self.wv.forward(x).reshape([b, s, hkv, hd]);
-        let (keys, values) = cache.append(k.swap_dims(1, 2), v.swap_dims(1, 2), start, max_len); // [B, Hkv, T, hd]
+        let (k_all, v_all) = cache.append(k.swap_dims(1, 2), v.swap_dims(1, 2), start, max_len); // [B, Hkv, capacity, hd]
+        let t = start + s;
+        let out = if s <= KERNEL_MAX_QUERIES && hd <= MAX_ATTENTION_HEAD_DIM {
+            // Decoding: the fused kernel over the cache, no score matrix.
+            let n_rep = hq / hkv;
+            let capacity = k_all.dims()[2];
+            let q = q.swap_dims(1, 2).reshape([b * hkv, n_rep * s, hd]); // [B·Hkv, n_rep·S, hd]
+            let (k_all, v_all) = (k_all.reshape([b * hkv, capacity, hd]), v_all.reshape([b * hkv, capacity, hd]));
+            let out = attention(q, k_all, v_all, t, start, s, 1.0 / (hd as f32).sqrt()); // [B·Hkv, n_rep·S, hd]
+            out.reshape([b, hq, s, hd]).swap_dims(1, 2).reshape([b, s, hq * hd])
+        } else {
+            // Queries in tiles, so that a long chunk (SPHINX-2k's image block is ~2.9k
+            // positions) never holds more than `score_tile_bytes` of scores.
+            let tile = (self.score_tile_bytes / (4 * b * hq * t).max(1)).clamp(1, s);
+            let mut parts: Vec<Tensor<3>> = (0..s)
+                .step_by(tile)
+                .map(|i0| {
+                    let len = tile.min(s - i0);
+                    let q_tile = q.clone().narrow(1, i0, len); // [B, len, Hq, hd]
+                    let seen = start + i0 + len; // keys after the tile's last query are all masked
+                    let (k_seen, v_seen) = (k_all.clone().narrow(2, 0, seen), v_all.clone().narrow(2, 0, seen));
+                    self.attend(q_tile, k_seen, v_seen, start + i0)
+                })
+                .collect();
+            if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(parts, 1) } // [B, S, Hq·hd]
+        };
+        self.wo.forward(out)
+    }
+
+    /// Causal attention of queries q: [B, S, Hq, hd] at positions `start..start + S` over
+    /// keys and values [B, Hkv, start + S, hd] → [B, S, Hq·hd].
+    fn attend(&self, q: Tensor<4>, keys: Tensor<4>, values: Tensor<4>, start: usize) -> Tensor<3> {
+        let [b, s, hq, hd] = q.dims();
+        let hkv = self.n_kv_heads;
+        let n_rep = hq / hkv;
         // Group the n_rep query heads that share a kv head: [B, Hkv, n_rep·S, hd].
         let q = q.swap_dims(1, 2).reshape([b, hkv, n_rep * s, hd]);
         let scores = q.matmul(keys.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt()); // [B, Hkv, n_rep·S, T]
@@ -63,8 +107,7 @@ impl Attention {
             scores
         };
         let out = softmax(scores, 3).matmul(values); // [B, Hkv, n_rep·S, hd]
-        let out = out.reshape([b, hq, s, hd]).swap_dims(1, 2).reshape([b, s, hq * hd]);
-        self.wo.forward(out)
+        out.reshape([b, hq, s, hd]).swap_dims(1, 2).reshape([b, s, hq * hd])
     }
 }
 

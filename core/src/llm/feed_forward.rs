@@ -1,7 +1,8 @@
-//! The dense SwiGLU feed-forward of llama.py: `w2(silu(w1·x) ⊙ w3·x)`.
+//! The dense SwiGLU feed-forward of llama.py: `w2(silu(w1·x) ⊙ w3·x)`, the gate fused
+//! in one kernel (`sphinx_shaders::swiglu`).
 
-use burn::tensor::activation::silu;
 use burn::tensor::Tensor;
+use sphinx_shaders::swiglu;
 
 use super::linear::Linear;
 use crate::config::LlmConfig;
@@ -32,6 +33,6 @@ impl FeedForward {
 
     /// x: [B, S, D] → [B, S, D]
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.w2.forward(silu(self.w1.forward(x.clone())).mul(self.w3.forward(x)))
+        self.w2.forward(swiglu(self.w1.forward(x.clone()), self.w3.forward(x)))
     }
 }

@@ -16,18 +16,14 @@ pub(crate) struct LayerCache {
 }
 
 impl LayerCache {
-    /// Writes k, v ([B, H_kv, S, hd]) at `start` and returns all keys and values so
-    /// far ([B, H_kv, start + S, hd]).
+    /// Writes k, v ([B, H_kv, S, hd]) at `start` and returns the whole buffers
+    /// ([B, H_kv, capacity, hd]), of which positions `0..start + S` are filled.
     pub fn append(&mut self, k: Tensor<4>, v: Tensor<4>, start: usize, max_len: usize) -> (Tensor<4>, Tensor<4>) {
-        let end = start + k.dims()[2];
         let k_all = grow_and_write(self.k.take(), k, start, max_len);
         let v_all = grow_and_write(self.v.take(), v, start, max_len);
-        let [b, h, _, hd] = k_all.dims();
-        let keys = k_all.clone().slice([0..b, 0..h, 0..end, 0..hd]);
-        let values = v_all.clone().slice([0..b, 0..h, 0..end, 0..hd]);
-        self.k = Some(k_all);
-        self.v = Some(v_all);
-        (keys, values)
+        self.k = Some(k_all.clone());
+        self.v = Some(v_all.clone());
+        (k_all, v_all)
     }
 }
 

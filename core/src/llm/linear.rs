@@ -15,7 +15,7 @@ const MATVEC_MAX_ROWS: usize = 4;
 /// Values of a packed matrix widened to f32 at a time in [`matmul_packed`] (32 MiB): a
 /// prefill holds at most one such tile beside the 16-bit model, and tiles this large keep
 /// matmul at full speed (4 MiB tiles cost a quarter of the CPU's prefill speed).
-const WIDEN_TILE_VALUES: usize = 1 << 23;
+pub const WIDEN_TILE_VALUES: usize = 1 << 23;
 
 /// A [rows, cols] weight matrix on the device.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ mod rope;
 mod transformer;
 
 pub use kv_cache::KvCache;
-pub use linear::{Linear, Matrix};
+pub use linear::{Linear, Matrix, WIDEN_TILE_VALUES};
 pub use transformer::Llm;
 
 /// Reads a float tensor back to the host through the async API (the only one the

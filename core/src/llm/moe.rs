@@ -6,8 +6,8 @@
 //! Routing is decided on the host after one async readback of the gate scores
 //! per layer, so only the chosen experts are computed.
 
-use burn::tensor::activation::silu;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
+use sphinx_shaders::swiglu;
 
 use super::linear::Linear;
 use super::read_f32;
@@ -60,7 +60,7 @@ impl Moe {
             let m = tokens.len();
             let idx = Tensor::<1, Int>::from_data(TensorData::new(tokens, [m]), &device);
             let xe = x.clone().select(0, idx.clone()); // [m, D]
-            let h = silu(xe.clone().matmul(self.w1[e].clone().transpose())).mul(xe.matmul(self.w3[e].clone().transpose()));
+            let h = swiglu(xe.clone().matmul(self.w1[e].clone().transpose()), xe.matmul(self.w3[e].clone().transpose()));
             let y = h.matmul(self.w2[e].clone()); // [m, D]
             let w = Tensor::<2>::from_data(TensorData::new(weights, [m, 1]), &device);
             out = out.select_assign(0, idx, y.mul(w), IndexingUpdateOp::Add);

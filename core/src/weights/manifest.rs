@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::dtype::{DType, HostTensor, TensorInfo};
+use super::precision::{held_value_bytes, WeightDtype};
+use crate::config::{LlmConfig, DEFAULT_PREFILL_CHUNK};
 use super::WeightSource;
 use crate::error::WeightError;
 
@@ -35,11 +37,17 @@ pub struct ShardEntry {
 /// What the device must offer, checked before any download.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Requirements {
-    /// Largest tensor once widened to f32 on the device.
+    /// The largest buffer: a tensor as held on the device (16-bit LLM matrices stay
+    /// 16-bit, everything else f32) or one prefill chunk's largest activation.
     pub max_storage_buffer_binding_size: u64,
     pub max_buffer_size: u64,
-    /// WebGPU features needed (none: the runtime computes in f32).
+    /// WebGPU features needed (none: 16-bit weights are unpacked from u32 words).
     pub features: Vec<String>,
+    /// Everything the model holds on the device at its context length: the weights as
+    /// held, the rotary tables, a full KV cache and one prefill chunk's activations
+    /// (docs/design.md §9). 0 in manifests written before it was counted.
+    #[serde(default)]
+    pub device_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,10 +156,18 @@ impl WebManifest {
         Ok(())
     }
 
-    /// Requirements from the tensors: the largest one as f32 must fit one binding.
-    pub fn requirements_for(tensors: &[TensorEntry]) -> Requirements {
-        let largest = tensors.iter().map(|t| t.shape.iter().product::<usize>() as u64 * 4).max().unwrap_or(0);
-        Requirements { max_storage_buffer_binding_size: largest, max_buffer_size: largest, features: Vec::new() }
+    /// Requirements of the tensors loaded with the default precision (the checkpoint's)
+    /// for the LLM `config`: the largest buffer must fit one binding.
+    pub fn requirements_for(tensors: &[TensorEntry], config: &LlmConfig) -> Requirements {
+        let held = |t: &TensorEntry| {
+            let values = t.shape.iter().product::<usize>() as u64;
+            let dtype = DType::from_safetensors_name(&t.dtype).unwrap_or(DType::F32);
+            values * held_value_bytes(&t.name, dtype, t.shape.len(), WeightDtype::Auto)
+        };
+        let weights: u64 = tensors.iter().map(held).sum();
+        let largest = tensors.iter().map(held).max().unwrap_or(0).max(config.largest_activation_bytes(DEFAULT_PREFILL_CHUNK));
+        let device_bytes = weights + config.state_bytes() + config.prefill_activation_bytes(DEFAULT_PREFILL_CHUNK);
+        Requirements { max_storage_buffer_binding_size: largest, max_buffer_size: largest, features: Vec::new(), device_bytes }
     }
 }
 

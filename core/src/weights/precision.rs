@@ -45,6 +45,19 @@ impl WeightDtype {
     }
 }
 
+/// Bytes per value of the checkpoint tensor `name` (with or without `llma.`) on the
+/// device when loaded with `dtype`: the LLM's 2-D `*.weight` matrices (the projections,
+/// the embedding, the output head and the MoE gate, which `Linear` and `Matrix` load)
+/// in 16 bits where [`WeightDtype::half_kind`] says so, everything else f32.
+pub fn held_value_bytes(name: &str, stored: DType, rank: usize, dtype: WeightDtype) -> u64 {
+    let llm_matrix = super::manifest::component(name) == "llm" && rank == 2 && name.ends_with(".weight");
+    if llm_matrix && dtype.half_kind(stored).is_some() {
+        2
+    } else {
+        4
+    }
+}
+
 impl fmt::Display for WeightDtype {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
