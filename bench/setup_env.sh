@@ -159,7 +159,7 @@ if [ "$WANT_VULKAN" = 1 ]; then
       rm -rf "$VK_DIR"
     fi
   else
-    log "Vulkan headers or glslc missing (apt-get install libvulkan-dev glslc): no llama.cpp Vulkan rows"
+    log "Vulkan headers or glslc missing (apt-get install libvulkan-dev glslc spirv-headers): no llama.cpp Vulkan rows"
   fi
 fi
 echo "$PY"
