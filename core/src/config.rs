@@ -338,11 +338,17 @@ impl LlmConfig {
         4 * (rope + kv)
     }
 
+    /// Bytes of attention scores held at once for `c` queries over a full context:
+    /// all of them, or one tile ([`LlmConfig::score_tile_bytes`]).
+    fn score_bytes(&self, c: u64) -> u64 {
+        (4 * c * self.n_heads as u64 * self.max_seq_len as u64).min(self.score_tile_bytes as u64)
+    }
+
     /// The largest single activation buffer of a prefill chunk: a score tile, one FFN
     /// hidden tensor, a widened weight tile or the chunk's residual stream.
     pub fn largest_activation_bytes(&self, chunk: usize) -> u64 {
         let c = chunk.clamp(1, self.max_seq_len) as u64;
-        let scores = (4 * c * self.n_heads as u64 * self.max_seq_len as u64).min(self.score_tile_bytes as u64);
+        let scores = self.score_bytes(c);
         let values = [c * self.ffn_hidden as u64, crate::llm::WIDEN_TILE_VALUES as u64, c * self.dim as u64, self.vocab_size as u64];
         scores.max(4 * values.into_iter().max().unwrap_or(0))
     }
@@ -360,8 +366,7 @@ impl LlmConfig {
         let attention = c * hd * (2 * hq + 2 * hkv);
         let experts = self.moe.map_or(1, |m| m.experts_per_token as u64);
         let ffn = 3 * c * self.ffn_hidden as u64 * experts;
-        let all_scores = 4 * c * hq * self.max_seq_len as u64;
-        let scores = 3 * all_scores.min(self.score_tile_bytes as u64);
+        let scores = 3 * self.score_bytes(c);
         4 * (residual + attention + ffn + crate::llm::WIDEN_TILE_VALUES as u64 + self.vocab_size as u64) + scores
     }
 

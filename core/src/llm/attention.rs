@@ -8,6 +8,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Device, Int, Tensor};
 use sphinx_shaders::{attention, MAX_ATTENTION_HEAD_DIM};
 
+use super::cat_parts;
 use super::kv_cache::LayerCache;
 use super::linear::Linear;
 use super::rope::Rope;
@@ -74,7 +75,7 @@ impl Attention {
             // Queries in tiles, so that a long chunk (SPHINX-2k's image block is ~2.9k
             // positions) never holds more than `score_tile_bytes` of scores.
             let tile = (self.score_tile_bytes / (4 * b * hq * t).max(1)).clamp(1, s);
-            let mut parts: Vec<Tensor<3>> = (0..s)
+            let parts: Vec<Tensor<3>> = (0..s)
                 .step_by(tile)
                 .map(|i0| {
                     let len = tile.min(s - i0);
@@ -84,7 +85,7 @@ impl Attention {
                     self.attend(q_tile, k_seen, v_seen, start + i0)
                 })
                 .collect();
-            if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(parts, 1) } // [B, S, Hq·hd]
+            cat_parts(parts, 1) // [B, S, Hq·hd]
         };
         self.wo.forward(out)
     }

@@ -5,6 +5,7 @@
 use burn::tensor::{Int, Tensor};
 use sphinx_shaders::{matvec_packed, unpack_words, PackedHalves};
 
+use super::cat_parts;
 use crate::error::WeightError;
 use crate::weights::{WeightLoader, WeightSource};
 
@@ -112,5 +113,5 @@ fn matmul_packed(x: Tensor<2>, w: &PackedHalves) -> Tensor<2> {
             x.clone().matmul(widened.transpose()) // [rows, len]
         })
         .collect();
-    Tensor::cat(parts, 1)
+    cat_parts(parts, 1)
 }

@@ -33,3 +33,8 @@ pub async fn read_argmax(logits: burn::tensor::Tensor<2>) -> Result<u32, crate::
         _ => Err(crate::error::GenerateError::Readback(format!("argmax over {rows} rows gave {} ids", ids.len()))),
     }
 }
+
+/// The parts joined along `dim`, without a copy when there is only one.
+pub(crate) fn cat_parts<const D: usize>(mut parts: Vec<burn::tensor::Tensor<D>>, dim: usize) -> burn::tensor::Tensor<D> {
+    if parts.len() == 1 { parts.remove(0) } else { burn::tensor::Tensor::cat(parts, dim) }
+}

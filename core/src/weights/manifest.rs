@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::dtype::{DType, HostTensor, TensorInfo};
 use super::precision::{held_value_bytes, WeightDtype};
-use crate::config::{LlmConfig, DEFAULT_PREFILL_CHUNK};
 use super::WeightSource;
+use crate::config::{LlmConfig, DEFAULT_PREFILL_CHUNK};
 use crate::error::WeightError;
 
 pub const SHARD_BYTES: u64 = 32 << 20;
