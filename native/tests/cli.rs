@@ -481,7 +481,7 @@ fn bench_measures_the_default_model_and_its_encoders() {
     assert_eq!(image["image_tokens"], 267);
     let encoders: Vec<&str> = image["encoders"].as_array().unwrap().iter().map(|e| e["encoder"].as_str().unwrap()).collect();
     assert_eq!(encoders, ["clip", "convnext", "dinov2", "qformer"]);
-    assert!(image["time_to_first_token_s"].as_f64().unwrap() > 0.0);
+    assert!(image["time_to_first_token_s"].as_f64().unwrap() > 0.0 && image["time_to_first_token_cold_s"].as_f64().unwrap() > 0.0);
 
     // The readable table, and a benchmark longer than the context is refused up front.
     let o = sphinx(&["bench", "--device", "cpu", "--prompt-tokens", "4", "--decode-tokens", "2"]);

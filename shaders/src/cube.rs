@@ -98,6 +98,27 @@ impl SphinxOps for CubeBackend {
         out
     }
 
+    fn argmax(x: CubeTensor) -> CubeTensor {
+        assert_eq!(x.dtype, DType::F32, "argmax: f32");
+        let x = into_contiguous(x);
+        let (rows, n) = (x.meta.shape()[0], x.meta.shape()[1]);
+        assert!(n > 0 && u32::try_from(n).is_ok(), "argmax: rows of {n} values");
+        let out = empty_device_contiguous_dtype(x.client.clone(), x.device.clone(), Shape::new([rows]), DType::U32);
+        let client = x.client.clone();
+        // SAFETY: the kernel guards r < rows and c < n; out holds rows values.
+        unsafe {
+            kernels::argmax_kernel::launch_unchecked(
+                &client,
+                grid(rows, 1),
+                CubeDim::new_1d(REDUCE_BLOCK as u32),
+                x.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                REDUCE_BLOCK,
+            )
+        };
+        out
+    }
+
     fn rope(x: CubeTensor, cos: CubeTensor, sin: CubeTensor, start: usize, seq: usize) -> CubeTensor {
         assert_eq!((x.dtype, cos.dtype, sin.dtype), (DType::F32, DType::F32, DType::F32), "rope: f32");
         let (x, cos, sin) = (into_contiguous(x), into_contiguous(cos), into_contiguous(sin));

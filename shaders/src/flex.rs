@@ -71,6 +71,18 @@ impl SphinxOps for Flex {
         FlexTensor::from_data(TensorData::new(out, [rows, d]))
     }
 
+    fn argmax(x: FlexTensor) -> FlexTensor {
+        let x = x.to_contiguous();
+        let xs = x.as_slice::<f32>().expect("argmax: x must be f32");
+        let (rows, n) = (x.layout().shape()[0], x.layout().shape()[1]);
+        assert!(n > 0 && u32::try_from(n).is_ok(), "argmax: rows of {n} values");
+        let out: Vec<u32> = xs
+            .par_chunks(n)
+            .map(|row| row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best }) as u32)
+            .collect();
+        FlexTensor::from_data(TensorData::new(out, [rows]))
+    }
+
     fn rope(x: FlexTensor, cos: FlexTensor, sin: FlexTensor, start: usize, seq: usize) -> FlexTensor {
         let (x, cos, sin) = (x.to_contiguous(), cos.to_contiguous(), sin.to_contiguous());
         let xs = x.as_slice::<f32>().expect("rope: x must be f32");

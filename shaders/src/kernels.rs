@@ -108,6 +108,56 @@ pub fn rms_norm_kernel(x: &Tensor<f32>, w: &Tensor<f32>, out: &mut Tensor<f32>, 
     }
 }
 
+/// The index of each row's largest value (the first on ties, as `torch.argmax`), one
+/// cube per row: each unit scans a stride of the row, then the cube halves its
+/// candidates in shared memory, keeping the larger value or, on equal values, the
+/// smaller index. A unit that saw nothing holds the index `NONE` and never wins.
+/// x [rows, n] → out [rows] u32.
+#[cube(launch_unchecked)]
+pub fn argmax_kernel(x: &Tensor<f32>, out: &mut Tensor<u32>, #[comptime] block: usize) {
+    let none = 0xFFFF_FFFFu32;
+    let n = x.shape(1);
+    let r = CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
+    if r >= x.shape(0) {
+        terminate!();
+    }
+    let unit = UNIT_POS as usize;
+    let base = r * n;
+    let mut best = f32::new(0.0);
+    let mut best_index = u32::new(0xFFFF_FFFFi64);
+    let mut c = unit;
+    while c < n {
+        let v = x[base + c];
+        if best_index == none || v > best {
+            best = v;
+            best_index = c as u32;
+        }
+        c += block;
+    }
+    let mut values = Shared::<[f32]>::new_slice(block);
+    let mut indices = Shared::<[u32]>::new_slice(block);
+    values[unit] = best;
+    indices[unit] = best_index;
+    sync_cube();
+    let mut stride = 0usize;
+    stride += block / 2;
+    while stride > 0usize {
+        if unit < stride {
+            let (v, i) = (values[unit + stride], indices[unit + stride]);
+            let (mine, my_index) = (values[unit], indices[unit]);
+            if i != none && (my_index == none || v > mine || (v == mine && i < my_index)) {
+                values[unit] = v;
+                indices[unit] = i;
+            }
+        }
+        sync_cube();
+        stride /= 2usize;
+    }
+    if unit == 0usize {
+        out[r] = indices[0];
+    }
+}
+
 /// Rotary embedding, one unit per pair: pair i of the flattened x [rows, per_row pairs]
 /// is pair k = i % half of its head, in row r = i / per_row at position start + r % seq.
 /// (x0, x1) → (x0·cos − x1·sin, x0·sin + x1·cos) with cos, sin [positions, half].

@@ -38,6 +38,9 @@ pub trait SphinxOps: Backend {
     /// RMSNorm of each row: x [rows, d] f32, weight [d] f32 →
     /// `x · (mean(x²) + eps)^(-1/2) · weight`, one pass over x for the sum, one for the output.
     fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
+    /// The index of each row's largest value, the first one on ties (`torch.argmax`):
+    /// x [rows, n] f32 → [rows] u32.
+    fn argmax(x: FloatTensor<Self>) -> IntTensor<Self>;
     /// Rotary embedding: x [B·S, H·hd] f32, row `r` at position `start + r % seq`;
     /// cos, sin [positions, hd/2] f32 → x with every pair of every head rotated.
     fn rope(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>, start: usize, seq: usize) -> FloatTensor<Self>;
@@ -90,6 +93,13 @@ pub fn rope(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>, start: usize) -> Ten
     let x = x.reshape([b * s, h * hd]).into_dispatch();
     let (cos, sin) = (cos.clone().into_dispatch(), sin.clone().into_dispatch());
     Tensor::<2>::from_dispatch(<Dispatch as SphinxOps>::rope(x, cos, sin, start, s)).reshape(dims)
+}
+
+/// Greedy decoding's choice: the index of each row's largest value, the first on ties
+/// (as `torch.argmax`): x [rows, n] → [rows] (u32 on the device; only these ids need
+/// to come back to the host).
+pub fn argmax(x: Tensor<2>) -> Tensor<1, Int> {
+    Tensor::from_dispatch(<Dispatch as SphinxOps>::argmax(x.into_dispatch()))
 }
 
 /// RMSNorm over the last dimension: x [..., d], weight [d] → [..., d].

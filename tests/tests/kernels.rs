@@ -4,7 +4,7 @@
 //! one grid dimension holds, and every 16-bit pattern.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use sphinx_shaders::{attention, matvec_packed, reference, rms_norm, rope, swiglu, unpack_halves, HalfKind, PackedHalves, MAX_ATTENTION_HEAD_DIM};
+use sphinx_shaders::{argmax, attention, matvec_packed, reference, rms_norm, rope, swiglu, unpack_halves, HalfKind, PackedHalves, MAX_ATTENTION_HEAD_DIM};
 use sphinx_tests::devices;
 
 /// Deterministic values in [-1, 1) (a 64-bit LCG; the tests need no crate for it).
@@ -109,6 +109,29 @@ fn rms_norm_matches_burn_ops() {
             let max_ref = want.iter().fold(0f32, |m, v| m.max(v.abs()));
             let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             assert!(err <= 1e-5 * max_ref.max(1.0), "{name} rms_norm {rows}x{d}: max error {err}");
+        }
+    }
+}
+
+#[test]
+fn argmax_takes_the_first_largest_value() {
+    // torch.argmax's rule, written out: the first index of the largest value. Values on a
+    // coarse grid tie often; rows of one value, of −∞ only (shorter than a workgroup),
+    // a vocabulary-sized row with its maximum last, and more rows than one grid dimension.
+    let first_max = |row: &[f32]| row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best }) as i64;
+    for (name, device) in devices() {
+        for [rows, n] in [[1, 1], [4, 7], [3, 300], [2, 32_000], [70_000, 3]] {
+            let mut xs: Vec<f32> = values(rows * n, (rows * n) as u64).iter().map(|v| (v * 4.0).round()).collect();
+            if n == 7 {
+                xs[..7].fill(f32::NEG_INFINITY);
+            }
+            if n == 32_000 {
+                xs[2 * n - 1] = 10.0;
+            }
+            let got = argmax(Tensor::<2>::from_data(TensorData::new(xs.clone(), [rows, n]), &device));
+            let got = got.into_data().convert::<i64>().try_into_vec::<i64>().unwrap();
+            let want: Vec<i64> = xs.chunks(n).map(first_max).collect();
+            assert_eq!(got, want, "{name} argmax of {rows}x{n}");
         }
     }
 }

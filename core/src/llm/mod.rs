@@ -26,7 +26,7 @@ pub async fn read_f32<const D: usize>(t: burn::tensor::Tensor<D>) -> Result<Vec<
 /// the id comes back, not the vocabulary's logits (greedy decoding).
 pub async fn read_argmax(logits: burn::tensor::Tensor<2>) -> Result<u32, crate::error::GenerateError> {
     let [rows, _] = logits.dims();
-    let data = logits.argmax(1).into_data_async().await.map_err(|e| crate::error::GenerateError::Readback(format!("{e:?}")))?;
+    let data = sphinx_shaders::argmax(logits).into_data_async().await.map_err(|e| crate::error::GenerateError::Readback(format!("{e:?}")))?;
     let ids = data.convert::<i64>().try_into_vec::<i64>().map_err(|e| crate::error::GenerateError::Readback(format!("{e:?}")))?;
     match ids.as_slice() {
         [id] if rows == 1 => u32::try_from(*id).map_err(|_| crate::error::GenerateError::Readback(format!("argmax gave {id}"))),
