@@ -80,15 +80,18 @@ pub struct LlmConfig {
     pub rope_scaling: Option<f64>,
     pub max_seq_len: usize,
     pub moe: Option<MoeConfig>,
-    /// Most bytes of attention scores held at once: longer chunks are attended in
-    /// tiles of queries (docs/design.md §9).
-    pub score_tile_bytes: usize,
+    /// `None` (the default): attention runs in the fused kernel, which holds no scores.
+    /// `Some(bytes)`: the reference path of Burn operations, with at most `bytes` of
+    /// scores at once (queries in tiles). Heads wider than the kernel takes
+    /// ([`sphinx_shaders::MAX_ATTENTION_HEAD_DIM`]) use tiles of
+    /// [`DEFAULT_SCORE_TILE_BYTES`] unless told otherwise (docs/design.md §9).
+    pub score_tile_bytes: Option<usize>,
 }
 
 /// Positions fed per forward pass while prefilling, unless the caller chooses.
 pub const DEFAULT_PREFILL_CHUNK: usize = 512;
 
-/// The default of [`LlmConfig::score_tile_bytes`] (64 MiB).
+/// Score tiles of the reference attention path when no size is chosen (64 MiB).
 pub const DEFAULT_SCORE_TILE_BYTES: usize = 64 << 20;
 
 /// User choices that override the checkpoint's configuration or how it is held.
@@ -106,7 +109,8 @@ pub struct ConfigOverrides {
     pub device_memory: Option<u64>,
     /// The precision the LLM's weight matrices are held in on the device.
     pub weight_dtype: crate::weights::WeightDtype,
-    /// [`LlmConfig::score_tile_bytes`]; tests make it tiny to exercise the tiling.
+    /// [`LlmConfig::score_tile_bytes`]: the reference attention path in tiles of this
+    /// many bytes of scores; tests make it tiny to exercise the tiling.
     pub score_tile_bytes: Option<usize>,
 }
 
@@ -223,7 +227,7 @@ impl LlmConfig {
             rope_scaling: None,
             max_seq_len: DEFAULT_MAX_SEQ_LEN,
             moe,
-            score_tile_bytes: DEFAULT_SCORE_TILE_BYTES,
+            score_tile_bytes: None,
         };
         match t {
             LlamaType::MixtralSparse | LlamaType::MixtralSparseEns | LlamaType::MixtralSparseEns5 => {
@@ -273,7 +277,7 @@ impl LlmConfig {
             rope_scaling: c.rope_scaling,
             max_seq_len: overrides.max_seq_len.unwrap_or(DEFAULT_MAX_SEQ_LEN),
             moe,
-            score_tile_bytes: overrides.score_tile_bytes.unwrap_or(DEFAULT_SCORE_TILE_BYTES).max(1),
+            score_tile_bytes: overrides.score_tile_bytes.map(|b| b.max(1)),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -338,13 +342,24 @@ impl LlmConfig {
         4 * (rope + kv)
     }
 
-    /// Bytes of attention scores held at once for `c` queries over a full context:
-    /// all of them, or one tile ([`LlmConfig::score_tile_bytes`]).
-    fn score_bytes(&self, c: u64) -> u64 {
-        (4 * c * self.n_heads as u64 * self.max_seq_len as u64).min(self.score_tile_bytes as u64)
+    /// Bytes of scores per score tile of the reference attention path, or `None` when
+    /// attention runs in the fused kernel.
+    pub fn attention_tile_bytes(&self) -> Option<usize> {
+        match self.score_tile_bytes {
+            Some(bytes) => Some(bytes),
+            None if self.head_dim() <= sphinx_shaders::MAX_ATTENTION_HEAD_DIM => None,
+            None => Some(DEFAULT_SCORE_TILE_BYTES),
+        }
     }
 
-    /// The largest single activation buffer of a prefill chunk: a score tile, one FFN
+    /// Bytes of attention scores held at once for `c` queries over a full context: none
+    /// in the fused kernel, else all of them or one tile.
+    fn score_bytes(&self, c: u64) -> u64 {
+        self.attention_tile_bytes().map_or(0, |tile| (4 * c * self.n_heads as u64 * self.max_seq_len as u64).min(tile as u64))
+    }
+
+    /// The largest single activation buffer of a prefill chunk: a score tile (reference
+    /// attention path only), one FFN
     /// hidden tensor, a widened weight tile or the chunk's residual stream.
     pub fn largest_activation_bytes(&self, chunk: usize) -> u64 {
         let c = chunk.clamp(1, self.max_seq_len) as u64;
@@ -356,7 +371,8 @@ impl LlmConfig {
     /// An upper estimate of the activations alive at once while a chunk of `chunk`
     /// positions is prefilled with the context full (all f32, docs/design.md §9): the
     /// residual stream, its normed copy and one layer's output, q/k/v and the attention
-    /// output, one tile of scores three times over (scores, masked, softmax), the FFN's
+    /// output, on the reference attention path one tile of scores three times over
+    /// (scores, masked, softmax), the FFN's
     /// three hidden tensors (per routed expert for MoE), one widened weight tile and the
     /// logits.
     pub fn prefill_activation_bytes(&self, chunk: usize) -> u64 {
@@ -471,9 +487,13 @@ mod tests {
             let c = LlmConfig::full_size(t);
             let bytes = c.prefill_activation_bytes(DEFAULT_PREFILL_CHUNK);
             assert!(bytes <= 512 << 20, "{name}: {} MiB", bytes >> 20);
-            // Untiled, a 512-position chunk of LLaMA-2-13B at a 4096 context holds 3 × 335 MB of scores.
-            let untiled = LlmConfig { score_tile_bytes: usize::MAX, ..c.clone() };
-            assert!(untiled.prefill_activation_bytes(DEFAULT_PREFILL_CHUNK) > bytes, "{name}");
+            // The fused kernel holds no scores; the reference path holds one tile, and
+            // untiled, a 512-position chunk of LLaMA-2-13B at a 4096 context would hold
+            // 3 × 335 MB of them.
+            let tiled = LlmConfig { score_tile_bytes: Some(DEFAULT_SCORE_TILE_BYTES), ..c.clone() };
+            let untiled = LlmConfig { score_tile_bytes: Some(usize::MAX), ..c.clone() };
+            let (tiled, untiled) = (tiled.prefill_activation_bytes(DEFAULT_PREFILL_CHUNK), untiled.prefill_activation_bytes(DEFAULT_PREFILL_CHUNK));
+            assert!(bytes < tiled && tiled <= 512 << 20 && tiled < untiled, "{name}: {bytes} < {tiled} < {untiled}");
         }
     }
 }

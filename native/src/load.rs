@@ -54,8 +54,8 @@ pub struct ModelArgs {
     /// reference path), f16 or bf16 rounds them. Activations are f32 in every case.
     #[arg(long, default_value = "auto")]
     pub dtype: WeightDtype,
-    /// Most MiB of attention scores held at once: longer prompts and image blocks are
-    /// attended in tiles of queries (0: one query at a time). Smaller saves device memory.
+    /// Attend with the reference path of Burn operations instead of the fused kernel,
+    /// holding at most this many MiB of scores (queries in tiles; 0: one query at a time)
     #[arg(long, value_name = "MIB")]
     pub attention_tile_mib: Option<usize>,
     /// Mix this model with a second fine-tune while loading: --model is the real-data one,

@@ -1,12 +1,13 @@
 //! Multi-head attention with grouped kv heads (docs/spec.md §2.4): q head `j` uses kv head
 //! `j / n_rep`, scores scaled by `1/√hd`, and a right-aligned causal mask for chunks
-//! of more than one token, so a prompt can be prefilled in pieces. Decoding uses the
-//! fused kernel (`sphinx_shaders::attention`); prefill tiles of Burn operations
-//! (docs/design.md §9).
+//! of more than one token, so a prompt can be prefilled in pieces. Decoding and prefill
+//! use the fused kernel (`sphinx_shaders::attention`); the reference path of Burn
+//! operations, in tiles of queries, stays for checking and for heads wider than the
+//! kernel takes (docs/design.md §9).
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Device, Int, Tensor};
-use sphinx_shaders::{attention, MAX_ATTENTION_HEAD_DIM};
+use sphinx_shaders::attention;
 
 use super::cat_parts;
 use super::kv_cache::LayerCache;
@@ -15,11 +16,6 @@ use super::rope::Rope;
 use crate::config::LlmConfig;
 use crate::error::WeightError;
 use crate::weights::{WeightLoader, WeightSource};
-
-/// Chunks of at most this many positions (decoding) use the fused attention kernel;
-/// longer ones (prefill) Burn's matmul on tiles of scores, which shares each key among
-/// many queries.
-const KERNEL_MAX_QUERIES: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct Attention {
@@ -30,8 +26,9 @@ pub struct Attention {
     n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
-    /// Most bytes of scores ([B, Hq, queries, keys] in f32) at once (LlmConfig::score_tile_bytes).
-    score_tile_bytes: usize,
+    /// The reference path's most bytes of scores ([B, Hq, queries, keys] in f32) at once,
+    /// or `None` for the fused kernel (LlmConfig::attention_tile_bytes).
+    score_tile_bytes: Option<usize>,
 }
 
 impl Attention {
@@ -45,7 +42,7 @@ impl Attention {
             n_heads: c.n_heads,
             n_kv_heads: c.n_kv_heads,
             head_dim: hd,
-            score_tile_bytes: c.score_tile_bytes,
+            score_tile_bytes: c.attention_tile_bytes(),
         })
     }
 
@@ -63,29 +60,32 @@ impl Attention {
         let v = self.wv.forward(x).reshape([b, s, hkv, hd]);
         let (k_all, v_all) = cache.append(k.swap_dims(1, 2), v.swap_dims(1, 2), start, max_len); // [B, Hkv, capacity, hd]
         let t = start + s;
-        let out = if s <= KERNEL_MAX_QUERIES && hd <= MAX_ATTENTION_HEAD_DIM {
-            // Decoding: the fused kernel over the cache, no score matrix.
-            let n_rep = hq / hkv;
-            let capacity = k_all.dims()[2];
-            let q = q.swap_dims(1, 2).reshape([b * hkv, n_rep * s, hd]); // [B·Hkv, n_rep·S, hd]
-            let (k_all, v_all) = (k_all.reshape([b * hkv, capacity, hd]), v_all.reshape([b * hkv, capacity, hd]));
-            let out = attention(q, k_all, v_all, t, start, s, 1.0 / (hd as f32).sqrt()); // [B·Hkv, n_rep·S, hd]
-            out.reshape([b, hq, s, hd]).swap_dims(1, 2).reshape([b, s, hq * hd])
-        } else {
-            // Queries in tiles, so that a long chunk (SPHINX-2k's image block is ~2.9k
-            // positions) never holds more than `score_tile_bytes` of scores.
-            let tile = (self.score_tile_bytes / (4 * b * hq * t).max(1)).clamp(1, s);
-            let parts: Vec<Tensor<3>> = (0..s)
-                .step_by(tile)
-                .map(|i0| {
-                    let len = tile.min(s - i0);
-                    let q_tile = q.clone().narrow(1, i0, len); // [B, len, Hq, hd]
-                    let seen = start + i0 + len; // keys after the tile's last query are all masked
-                    let (k_seen, v_seen) = (k_all.clone().narrow(2, 0, seen), v_all.clone().narrow(2, 0, seen));
-                    self.attend(q_tile, k_seen, v_seen, start + i0)
-                })
-                .collect();
-            cat_parts(parts, 1) // [B, S, Hq·hd]
+        let out = match self.score_tile_bytes {
+            None => {
+                // The fused kernel over the cache: no score matrix, no mask.
+                let n_rep = hq / hkv;
+                let capacity = k_all.dims()[2];
+                let q = q.swap_dims(1, 2).reshape([b * hkv, n_rep * s, hd]); // [B·Hkv, n_rep·S, hd]
+                let (k_all, v_all) = (k_all.reshape([b * hkv, capacity, hd]), v_all.reshape([b * hkv, capacity, hd]));
+                let out = attention(q, k_all, v_all, t, start, s, 1.0 / (hd as f32).sqrt()); // [B·Hkv, n_rep·S, hd]
+                out.reshape([b, hq, s, hd]).swap_dims(1, 2).reshape([b, s, hq * hd])
+            }
+            Some(tile_bytes) => {
+                // Queries in tiles, so that a long chunk (SPHINX-2k's image block is ~2.9k
+                // positions) never holds more than `tile_bytes` of scores.
+                let tile = (tile_bytes / (4 * b * hq * t).max(1)).clamp(1, s);
+                let parts: Vec<Tensor<3>> = (0..s)
+                    .step_by(tile)
+                    .map(|i0| {
+                        let len = tile.min(s - i0);
+                        let q_tile = q.clone().narrow(1, i0, len); // [B, len, Hq, hd]
+                        let seen = start + i0 + len; // keys after the tile's last query are all masked
+                        let (k_seen, v_seen) = (k_all.clone().narrow(2, 0, seen), v_all.clone().narrow(2, 0, seen));
+                        self.attend(q_tile, k_seen, v_seen, start + i0)
+                    })
+                    .collect();
+                cat_parts(parts, 1) // [B, S, Hq·hd]
+            }
         };
         self.wo.forward(out)
     }
