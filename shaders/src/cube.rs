@@ -8,7 +8,7 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::CubeBackend;
 use cubecl::{CubeCount, CubeDim};
 
-use crate::{kernels, SphinxOps};
+use crate::{kernels, moe_kernels, SphinxOps};
 
 /// Units per cube in the reductions: a power of two within WebGPU's guaranteed 256.
 const REDUCE_BLOCK: usize = 64;
@@ -196,4 +196,73 @@ impl SphinxOps for CubeBackend {
         };
         out
     }
+
+    fn moe_route(scores: CubeTensor, k: usize) -> CubeTensor {
+        assert_eq!(scores.dtype, DType::F32, "moe_route: f32 scores");
+        let scores = into_contiguous(scores);
+        let n = scores.meta.shape()[0];
+        let routes = empty_device_contiguous_dtype(scores.client.clone(), scores.device.clone(), Shape::new([n, 2 * k]), DType::U32);
+        let client = scores.client.clone();
+        // SAFETY: the kernel guards t < N and writes 2k values of row t.
+        unsafe {
+            moe_kernels::moe_route_kernel::launch_unchecked(
+                &client,
+                grid(n.div_ceil(MATVEC_BLOCK), 1),
+                CubeDim::new_1d(MATVEC_BLOCK as u32),
+                scores.into_tensor_arg(),
+                routes.clone().into_tensor_arg(),
+                k,
+            )
+        };
+        routes
+    }
+
+    fn moe_up(x: CubeTensor, w1: CubeTensor, w3: CubeTensor, routes: CubeTensor, experts: usize) -> CubeTensor {
+        assert_eq!((x.dtype, w1.dtype, w3.dtype, routes.dtype), (DType::F32, DType::F32, DType::F32, DType::U32), "moe_up: f32 values, u32 routes");
+        let (x, w1, w3, routes) = (into_contiguous(x), into_contiguous(w1), into_contiguous(w3), into_contiguous(routes));
+        let (n, k) = (x.meta.shape()[0], routes.meta.shape()[1] / 2);
+        let f = w1.meta.shape()[0] / experts;
+        let h = empty_f32(&x, Shape::new([n * k, f]));
+        let client = x.client.clone();
+        // SAFETY: the kernel guards i < N·k·F; expert ids come from moe_route (< E), so
+        // every row read is < E·F, and every column < D.
+        unsafe {
+            moe_kernels::moe_up_kernel::launch_unchecked(
+                &client,
+                grid((n * k * f).div_ceil(MATVEC_BLOCK), 1),
+                CubeDim::new_1d(MATVEC_BLOCK as u32),
+                x.into_tensor_arg(),
+                w1.into_tensor_arg(),
+                w3.into_tensor_arg(),
+                routes.into_tensor_arg(),
+                h.clone().into_tensor_arg(),
+                k,
+            )
+        };
+        h
+    }
+
+    fn moe_down(h: CubeTensor, w2: CubeTensor, routes: CubeTensor) -> CubeTensor {
+        assert_eq!((h.dtype, w2.dtype, routes.dtype), (DType::F32, DType::F32, DType::U32), "moe_down: f32 values, u32 routes");
+        let (h, w2, routes) = (into_contiguous(h), into_contiguous(w2), into_contiguous(routes));
+        let (n, k, d) = (routes.meta.shape()[0], routes.meta.shape()[1] / 2, w2.meta.shape()[1]);
+        assert_eq!(h.meta.shape()[0], n * k, "moe_down: h for {n} tokens × {k} experts");
+        let y = empty_f32(&h, Shape::new([n, d]));
+        let client = h.client.clone();
+        // SAFETY: the kernel guards i < N·D; expert ids come from moe_route (< E).
+        unsafe {
+            moe_kernels::moe_down_kernel::launch_unchecked(
+                &client,
+                grid((n * d).div_ceil(MATVEC_BLOCK), 1),
+                CubeDim::new_1d(MATVEC_BLOCK as u32),
+                h.into_tensor_arg(),
+                w2.into_tensor_arg(),
+                routes.into_tensor_arg(),
+                y.clone().into_tensor_arg(),
+                k,
+            )
+        };
+        y
+    }
 }
+

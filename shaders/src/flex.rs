@@ -153,6 +153,65 @@ impl SphinxOps for Flex {
         });
         FlexTensor::from_data(TensorData::new(out, [groups, rows, hd]))
     }
+
+    fn moe_route(scores: FlexTensor, k: usize) -> FlexTensor {
+        let scores = scores.to_contiguous();
+        let ss = scores.as_slice::<f32>().expect("moe_route: f32 scores");
+        let (n, e) = (scores.layout().shape()[0], scores.layout().shape()[1]);
+        let mut routes = vec![0u32; n * 2 * k];
+        for (row, out) in ss.chunks(e.max(1)).zip(routes.chunks_mut(2 * k)) {
+            for (j, (expert, weight)) in crate::route_token(row, k).into_iter().enumerate() {
+                out[j] = expert as u32;
+                out[k + j] = weight.to_bits();
+            }
+        }
+        FlexTensor::from_data(TensorData::new(routes, [n, 2 * k]))
+    }
+
+    fn moe_up(x: FlexTensor, w1: FlexTensor, w3: FlexTensor, routes: FlexTensor, experts: usize) -> FlexTensor {
+        let (x, w1, w3, routes) = (x.to_contiguous(), w1.to_contiguous(), w3.to_contiguous(), routes.to_contiguous());
+        let xs = x.as_slice::<f32>().expect("moe_up: x f32");
+        let (w1s, w3s) = (w1.as_slice::<f32>().expect("moe_up: w1 f32"), w3.as_slice::<f32>().expect("moe_up: w3 f32"));
+        let rs = routes.as_slice::<u32>().expect("moe_up: routes u32");
+        let (n, d, k) = (x.layout().shape()[0], x.layout().shape()[1], routes.layout().shape()[1] / 2);
+        let f = w1.layout().shape()[0] / experts;
+        let mut h = vec![0f32; n * k * f];
+        // One task per (token, expert) row and block of outputs: two dot products each.
+        h.par_chunks_mut(OUTPUTS_PER_TASK).enumerate().for_each(|(task, chunk)| {
+            for (i, o) in chunk.iter_mut().enumerate() {
+                let flat = task * OUTPUTS_PER_TASK + i;
+                let (row, col) = (flat / f, flat % f);
+                let (t, j) = (row / k, row % k);
+                let w_row = (rs[t * 2 * k + j] as usize * f + col) * d;
+                let x_t = &xs[t * d..(t + 1) * d];
+                let g = dot(x_t, &w1s[w_row..w_row + d]);
+                *o = g / (1.0 + (-g).exp()) * dot(x_t, &w3s[w_row..w_row + d]);
+            }
+        });
+        FlexTensor::from_data(TensorData::new(h, [n * k, f]))
+    }
+
+    fn moe_down(h: FlexTensor, w2: FlexTensor, routes: FlexTensor) -> FlexTensor {
+        let (h, w2, routes) = (h.to_contiguous(), w2.to_contiguous(), routes.to_contiguous());
+        let hs = h.as_slice::<f32>().expect("moe_down: h f32");
+        let w2s = w2.as_slice::<f32>().expect("moe_down: w2 f32");
+        let rs = routes.as_slice::<u32>().expect("moe_down: routes u32");
+        let (n, k, d, f) = (routes.layout().shape()[0], routes.layout().shape()[1] / 2, w2.layout().shape()[1], h.layout().shape()[1]);
+        let mut y = vec![0f32; n * d];
+        // One task per token: y_n += weight · h[f] · (row e·F + f of w2), row by row.
+        y.par_chunks_mut(d.max(1)).enumerate().for_each(|(t, out)| {
+            for j in 0..k {
+                let (e, weight) = (rs[t * 2 * k + j] as usize, f32::from_bits(rs[t * 2 * k + k + j]));
+                let mut part = vec![0f32; d];
+                for (c, &hv) in hs[(t * k + j) * f..(t * k + j + 1) * f].iter().enumerate() {
+                    let w_row = &w2s[(e * f + c) * d..(e * f + c + 1) * d];
+                    part.iter_mut().zip(w_row).for_each(|(p, &w)| *p += hv * w);
+                }
+                out.iter_mut().zip(&part).for_each(|(o, &p)| *o += weight * p);
+            }
+        });
+        FlexTensor::from_data(TensorData::new(y, [n, d]))
+    }
 }
 
 /// Widens 16-bit patterns to f32 (exact), with F16C/AVX2 where the CPU has them.

@@ -22,9 +22,12 @@ use burn::tensor::{Int, Tensor};
 mod cube;
 mod flex;
 mod kernels;
+mod moe;
+mod moe_kernels;
 mod packed;
 pub mod reference;
 
+pub use moe::route_token;
 pub use packed::{HalfKind, PackedHalves};
 
 /// The project's own operations, implemented per backend (`cube.rs`, `flex.rs`).
@@ -46,6 +49,16 @@ pub trait SphinxOps: Backend {
     fn rope(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>, start: usize, seq: usize) -> FloatTensor<Self>;
     /// The SwiGLU gate: `silu(gate) · up` element-wise, gate and up [n] f32 → [n].
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Mixture-of-experts routing (`moe.rs`): gate scores [N, E] f32 → routes [N, 2k] u32,
+    /// per token the k expert ids, then their weights as f32 bits.
+    fn moe_route(scores: FloatTensor<Self>, k: usize) -> IntTensor<Self>;
+    /// The routed experts' gated hidden layer: x [N, D], w1 and w3 [E·F, D] (expert-major
+    /// rows, E = `experts`), routes [N, 2k] → h [N·k, F] with row `n·k + j` = `silu(x_n·W1_eᵀ) ⊙ x_n·W3_eᵀ`
+    /// for the j-th expert `e` of token n.
+    fn moe_up(x: FloatTensor<Self>, w1: FloatTensor<Self>, w3: FloatTensor<Self>, routes: IntTensor<Self>, experts: usize) -> FloatTensor<Self>;
+    /// The routed experts' output, mixed: h [N·k, F], w2 [E·F, D] (used untransposed, as
+    /// `h · W2_e`), routes [N, 2k] → y [N, D] = Σ_j weight_j · h_{n·k+j} · W2_{e_j}.
+    fn moe_down(h: FloatTensor<Self>, w2: FloatTensor<Self>, routes: IntTensor<Self>) -> FloatTensor<Self>;
     /// Causal attention without a score matrix: q [G, R, hd], k and v [G, capacity, hd] of
     /// which the first `keys` rows are in use → [G, R, hd]. Row `r` of group `g` is the
     /// query at position `start + r % seq` and sees keys `0..=start + r % seq`.
@@ -72,6 +85,29 @@ pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, keys: usize, start: u
     assert!(keys <= capacity && seq > 0 && r % seq == 0 && start + seq <= keys, "attention: queries {start}..{} over {keys} keys of {capacity}", start + seq);
     let out = <Dispatch as SphinxOps>::attention(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), keys, start, seq, scale);
     Tensor::<3>::from_dispatch(out)
+}
+
+/// Mixtral's sparse FFN for a few tokens, entirely on the device: x [N, D], the experts'
+/// stacked w1, w3 [E·F, D] and w2 [E·F, D], `k` experts per token → [N, D]. Every token
+/// reads its k experts' rows, so this suits decoding; a long prefill is cheaper routed
+/// on the host and batched per expert.
+pub fn moe_ffn(x: Tensor<2>, gate_scores: Tensor<2>, w1: &Tensor<2>, w2: &Tensor<2>, w3: &Tensor<2>, k: usize) -> Tensor<2> {
+    let [n, d] = x.dims();
+    let [rows, e] = gate_scores.dims();
+    assert!(rows == n && k >= 1 && k <= e && u32::try_from(e).is_ok(), "moe_ffn: {k} of {e} experts for {n} tokens, scores of {rows}");
+    assert!(w1.dims() == w3.dims() && w1.dims() == w2.dims() && w1.dims()[1] == d && w1.dims()[0] % e == 0, "moe_ffn: w1 {:?}, w2 {:?}, w3 {:?} for {e} experts of dim {d}", w1.dims(), w2.dims(), w3.dims());
+    let routes = <Dispatch as SphinxOps>::moe_route(gate_scores.into_dispatch(), k);
+    let (w1, w3) = (w1.clone().into_dispatch(), w3.clone().into_dispatch());
+    let h = <Dispatch as SphinxOps>::moe_up(x.into_dispatch(), w1, w3, routes.clone(), e);
+    Tensor::from_dispatch(<Dispatch as SphinxOps>::moe_down(h, w2.clone().into_dispatch(), routes))
+}
+
+/// The routes of [`moe_ffn`] as the device computes them: gate scores [N, E] →
+/// [N, 2k] u32 (k expert ids, then the weights' f32 bits). For tests and inspection.
+pub fn moe_routes(gate_scores: Tensor<2>, k: usize) -> Tensor<2, Int> {
+    let e = gate_scores.dims()[1];
+    assert!(k >= 1 && k <= e, "moe_routes: {k} of {e} experts");
+    Tensor::from_dispatch(<Dispatch as SphinxOps>::moe_route(gate_scores.into_dispatch(), k))
 }
 
 /// `silu(gate) ⊙ up` (LLaMA's FFN, `silu(x) = x / (1 + e^(−x))`) in one pass: gate and

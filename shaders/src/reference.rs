@@ -65,3 +65,26 @@ pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, keys: usize, start: u
     let scores = scores.mask_fill(hidden.unsqueeze::<3>().expand([g, r, keys]), f32::NEG_INFINITY);
     burn::tensor::activation::softmax(scores, 2).matmul(v)
 }
+
+/// Mixtral's sparse FFN with Burn's operations, token by token, routed on the host by
+/// [`crate::route_token`] (the rule the model's prefill path uses), with the arguments
+/// of [`crate::moe_ffn`].
+pub async fn moe_ffn(x: Tensor<2>, gate_scores: Tensor<2>, w1: &Tensor<2>, w2: &Tensor<2>, w3: &Tensor<2>, k: usize) -> Tensor<2> {
+    let [n, d] = x.dims();
+    let e = gate_scores.dims()[1];
+    let f = w1.dims()[0] / e;
+    let scores: Vec<f32> = gate_scores.into_data_async().await.expect("scores read back").try_into_vec().expect("f32 scores");
+    let expert = |w: &Tensor<2>, e: usize| w.clone().narrow(0, e * f, f); // [F, D]
+    let rows: Vec<Tensor<2>> = (0..n)
+        .map(|t| {
+            let xt = x.clone().narrow(0, t, 1); // [1, D]
+            let mut y = Tensor::<2>::zeros([1, d], &xt.device());
+            for (ex, weight) in crate::route_token(&scores[t * e..(t + 1) * e], k) {
+                let h = swiglu(xt.clone().matmul(expert(w1, ex).transpose()), xt.clone().matmul(expert(w3, ex).transpose()));
+                y = y.add(h.matmul(expert(w2, ex)).mul_scalar(weight));
+            }
+            y
+        })
+        .collect();
+    Tensor::cat(rows, 0)
+}

@@ -4,7 +4,7 @@
 //! one grid dimension holds, and every 16-bit pattern.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use sphinx_shaders::{argmax, attention, matvec_packed, reference, rms_norm, rope, swiglu, unpack_halves, HalfKind, PackedHalves, MAX_ATTENTION_HEAD_DIM};
+use sphinx_shaders::{argmax, attention, matvec_packed, moe_ffn, moe_routes, reference, rms_norm, rope, swiglu, unpack_halves, HalfKind, PackedHalves, MAX_ATTENTION_HEAD_DIM};
 use sphinx_tests::devices;
 
 /// Deterministic values in [-1, 1) (a 64-bit LCG; the tests need no crate for it).
@@ -200,6 +200,61 @@ fn attention_matches_burn_ops() {
             let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             // Scores grow with gain², their rounding with them.
             assert!(err <= 1e-5 * gain * max_ref.max(1.0), "{name} attention {g}x{r}x{hd} over {keys} of {capacity} from {start}: max error {err}");
+        }
+    }
+}
+
+/// Mixtral's routing rule written out (docs/spec.md §2.7): softmax in f32, the k most
+/// probable experts (the smaller index first on equal probabilities), renormalised.
+fn spec_route(scores: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+    let sum: f32 = exp.iter().sum();
+    let p: Vec<f32> = exp.iter().map(|e| e / sum).collect();
+    let mut order: Vec<usize> = (0..p.len()).collect();
+    order.sort_by(|&a, &b| p[b].partial_cmp(&p[a]).unwrap().then(a.cmp(&b)));
+    let total: f32 = order[..k].iter().map(|&e| p[e]).sum();
+    order[..k].iter().map(|&e| (e as u32, p[e] / total)).collect()
+}
+
+#[test]
+fn moe_routing_takes_the_top_k_with_ties_to_the_smaller_expert() {
+    // 8 experts; scores on a coarse grid tie often; one token with all scores equal; k = 1,
+    // 2 (SPHINX-MoE) and all 8.
+    for (name, device) in devices() {
+        for (n, k) in [(1, 2), (6, 2), (5, 1), (3, 8)] {
+            let e = 8;
+            let mut scores: Vec<f32> = values(n * e, (n * k) as u64).iter().map(|v| (v * 3.0).round()).collect();
+            scores[..e].fill(0.5);
+            let routes = moe_routes(Tensor::<2>::from_data(TensorData::new(scores.clone(), [n, e]), &device), k);
+            let routes: Vec<u32> = routes.into_data().convert::<u32>().try_into_vec::<u32>().unwrap();
+            for (t, row) in routes.chunks(2 * k).enumerate() {
+                let want = spec_route(&scores[t * e..(t + 1) * e], k);
+                let ids: Vec<u32> = want.iter().map(|w| w.0).collect();
+                assert_eq!(&row[..k], ids.as_slice(), "{name} token {t} of {n}, k {k}");
+                for (j, (_, w)) in want.iter().enumerate() {
+                    let got = f32::from_bits(row[k + j]);
+                    assert!((got - w).abs() <= 1e-6, "{name} token {t}, expert {j}: weight {got}, want {w}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn moe_ffn_matches_burn_ops() {
+    // One token and a decode chunk of 3, odd model and expert widths, k = 2 and 1.
+    for (name, device) in devices() {
+        for (n, d, f, e, k) in [(1, 40, 24, 8, 2), (3, 33, 17, 8, 2), (2, 16, 8, 4, 1)] {
+            let t = |len: usize, seed: u64, shape: [usize; 2]| Tensor::<2>::from_data(TensorData::new(values(len, seed), shape), &device);
+            let x = t(n * d, 1, [n, d]);
+            let scores = t(n * e, 2, [n, e]).mul_scalar(4.0);
+            let (w1, w2, w3) = (t(e * f * d, 3, [e * f, d]), t(e * f * d, 4, [e * f, d]), t(e * f * d, 5, [e * f, d]));
+            let got = read(moe_ffn(x.clone(), scores.clone(), &w1, &w2, &w3, k));
+            let want = read(pollster::block_on(reference::moe_ffn(x, scores, &w1, &w2, &w3, k)));
+            let max_ref = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(err <= 1e-5 * max_ref.max(1.0), "{name} moe_ffn n {n}, d {d}, f {f}, k {k}: max error {err}");
         }
     }
 }
