@@ -239,32 +239,49 @@ fn dot_halves(x: &[f32], h: &[u16], bf16: bool, scratch: &mut [f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_halves_avx2(x: &[f32], h: &[u16], bf16: bool) -> f32 {
-    use std::arch::x86_64::*;
-    assert_eq!(x.len(), h.len());
-    // Eight halves at `p` as eight f32.
-    let widen8 = |p: *const u16| -> __m256 {
-        // SAFETY: the caller passes a pointer with eight readable u16 after it.
-        unsafe {
-            let bits = _mm_loadu_si128(p as *const __m128i);
-            if bf16 { _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16)) } else { _mm256_cvtph_ps(bits) }
-        }
-    };
-    let n = x.len();
-    let steps = n / 32;
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for s in 0..steps {
-        for (k, a) in acc.iter_mut().enumerate() {
-            let i = s * 32 + k * 8;
-            // SAFETY: i + 8 ≤ steps · 32 ≤ n for both slices.
-            *a = unsafe { _mm256_fmadd_ps(_mm256_loadu_ps(x.as_ptr().add(i)), widen8(h.as_ptr().add(i)), *a) };
+    // One loop per format, so the step holds no branch and no call.
+    // SAFETY: this function's own target features are the callee's.
+    unsafe {
+        if bf16 {
+            dot_halves_avx2_as::<true>(x, h)
+        } else {
+            dot_halves_avx2_as::<false>(x, h)
         }
     }
-    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_halves_avx2_as<const BF16: bool>(x: &[f32], h: &[u16]) -> f32 {
+    use std::arch::x86_64::*;
+    assert_eq!(x.len(), h.len());
+    let n = x.len();
+    let (xp, hp) = (x.as_ptr(), h.as_ptr());
+    // Eight halves at `hp + i` widened to f32 (bf16: shifted into the high half; f16: F16C).
+    macro_rules! widen8 {
+        ($i:expr) => {{
+            let bits = _mm_loadu_si128(hp.add($i) as *const __m128i);
+            if BF16 { _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16)) } else { _mm256_cvtph_ps(bits) }
+        }};
+    }
+    let (mut a0, mut a1, mut a2, mut a3) = (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    // SAFETY: every load reads [i, i + 32) with i + 32 ≤ n, inside both slices.
+    unsafe {
+        while i + 32 <= n {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(i)), widen8!(i), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(i + 8)), widen8!(i + 8), a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(i + 16)), widen8!(i + 16), a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(i + 24)), widen8!(i + 24), a3);
+            i += 32;
+        }
+    }
+    let sum = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
     let mut lanes = [0f32; 8];
     // SAFETY: `lanes` holds eight f32.
     unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
-    let value = |b: u16| if bf16 { half::bf16::from_bits(b).to_f32() } else { half::f16::from_bits(b).to_f32() };
-    let tail: f32 = (steps * 32..n).map(|i| x[i] * value(h[i])).sum();
+    let value = |b: u16| if BF16 { half::bf16::from_bits(b).to_f32() } else { half::f16::from_bits(b).to_f32() };
+    let tail: f32 = (i..n).map(|j| x[j] * value(h[j])).sum();
     lanes.iter().sum::<f32>() + tail
 }
 

@@ -117,7 +117,7 @@ const text = await inPage(page, async (s, prompt) => {
   for await (const p of stream) pieces.push(p);
   const again = await stream.result;
   await model.dispose();
-  return { text: r.text, streamed, iterated: pieces.join(""), again: again.text, progress, info: model.info, loadMs: tLoad - t0, firstTokenMs: first - tLoad, maxGap };
+  return { text: r.text, streamed, iterated: pieces.join(""), again: again.text, progress, info: model.info, loadMs: tLoad - t0, firstTokenMs: first - tLoad, maxGap, decodeTokS: again.tokensPerSecond };
 }, prompt);
 check(!text.error, `text model loads and answers in a worker ${JSON.stringify(text.error ?? "")}`);
 if (!text.error) {
@@ -126,7 +126,8 @@ if (!text.error) {
   check(text.iterated === text.text && text.again === text.text, "the async iterator yields the same answer");
   const last = text.progress.at(-1);
   check(last && last.doneBytes === last.totalBytes && last.totalBytes > 0, `progress reached ${last?.doneBytes} of ${last?.totalBytes} bytes`);
-  console.log(`text model: load ${text.loadMs.toFixed(0)} ms, first token ${text.firstTokenMs.toFixed(0)} ms, longest main-thread gap while generating ${text.maxGap.toFixed(0)} ms`);
+  // A report, not a check: compare with `sphinx generate --json --device wgpu` on the same model (README, Performance).
+  console.log(`text model: load ${text.loadMs.toFixed(0)} ms, first token ${text.firstTokenMs.toFixed(0)} ms, decode ${text.decodeTokS.toFixed(1)} tok/s, longest main-thread gap while generating ${text.maxGap.toFixed(0)} ms`);
 }
 
 // 2. Image + task, chat with the image kept, bad input that the instance survives.
