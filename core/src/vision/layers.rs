@@ -2,6 +2,7 @@
 //! convolutions, GELU variants and plain multi-head attention.
 
 use burn::tensor::activation::{sigmoid, softmax};
+use sphinx_shaders::{attention, MAX_ATTENTION_HEAD_DIM};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::Tensor;
@@ -125,12 +126,19 @@ pub fn quick_gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x.clone().mul(sigmoid(x.mul_scalar(1.702)))
 }
 
-/// Scaled dot-product attention without a mask.
-/// q: [B, Nq, H·hd], k, v: [B, Nk, H·hd] → [B, Nq, H·hd]
+/// Scaled dot-product attention without a mask, in the fused kernel (docs/design.md §9):
+/// every query sees every key, as the last position of a causal sequence would, so the
+/// kernel runs with all queries at position Nk − 1. Heads wider than the kernel takes use
+/// Burn's operations. q: [B, Nq, H·hd], k, v: [B, Nk, H·hd] → [B, Nq, H·hd]
 pub fn multi_head_attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tensor<3> {
     let [b, nq, d] = q.dims();
     let nk = k.dims()[1];
     let hd = d / heads;
+    if hd <= MAX_ATTENTION_HEAD_DIM && nk > 0 {
+        let groups = |t: Tensor<3>, n: usize| t.reshape([b, n, heads, hd]).swap_dims(1, 2).reshape([b * heads, n, hd]);
+        let out = attention(groups(q, nq), groups(k, nk), groups(v, nk), nk, nk - 1, 1, 1.0 / (hd as f32).sqrt()); // [B·H, Nq, hd]
+        return out.reshape([b, heads, nq, hd]).swap_dims(1, 2).reshape([b, nq, d]);
+    }
     let q = q.reshape([b, nq, heads, hd]).swap_dims(1, 2);
     let k = k.reshape([b, nk, heads, hd]).swap_dims(1, 2);
     let v = v.reshape([b, nk, heads, hd]).swap_dims(1, 2);
