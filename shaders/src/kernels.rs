@@ -25,6 +25,18 @@ fn f16_to_f32(bits: u32) -> f32 {
     select(exp_mant < 0x400u32, subnormal, select(exp_mant >= 0x7C00u32, special, normal))
 }
 
+/// This cube's index over a grid that wraps into its second dimension beyond 65,535.
+#[cube]
+pub(crate) fn cube_index() -> usize {
+    CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize
+}
+
+/// This invocation's index over such a grid: `cube_index() · CUBE_DIM + UNIT_POS`.
+#[cube]
+pub(crate) fn global_index() -> usize {
+    cube_index() * CUBE_DIM as usize + UNIT_POS as usize
+}
+
 /// The sum of `value` over the cube's `block` units (a power of two); every unit gets it.
 #[cube]
 fn block_sum(value: f32, #[comptime] block: usize) -> f32 {
@@ -52,7 +64,7 @@ fn block_sum(value: f32, #[comptime] block: usize) -> f32 {
 pub fn matvec_packed_kernel(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f32>, #[comptime] bf16: bool) {
     let n_out = w.shape(0);
     let words = w.shape(1);
-    let cube = CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
+    let cube = cube_index();
     let o = cube * CUBE_DIM as usize + UNIT_POS as usize;
     if o < n_out {
         let r = CUBE_POS_Z as usize;
@@ -72,7 +84,7 @@ pub fn matvec_packed_kernel(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f
 /// Position = (CUBE_POS_Y · CUBE_COUNT_X + CUBE_POS_X) · CUBE_DIM + UNIT_POS.
 #[cube(launch_unchecked)]
 pub fn unpack_halves_kernel(w: &Tensor<u32>, out: &mut Tensor<f32>, #[comptime] bf16: bool) {
-    let cube = CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
+    let cube = cube_index();
     let i = cube * CUBE_DIM as usize + UNIT_POS as usize;
     if i < w.len() {
         let word = w[i];
@@ -87,7 +99,7 @@ pub fn unpack_halves_kernel(w: &Tensor<u32>, out: &mut Tensor<f32>, #[comptime] 
 #[cube(launch_unchecked)]
 pub fn rms_norm_kernel(x: &Tensor<f32>, w: &Tensor<f32>, out: &mut Tensor<f32>, eps: f32, #[comptime] block: usize) {
     let d = x.shape(1);
-    let r = CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
+    let r = cube_index();
     if r >= x.shape(0) {
         terminate!();
     }
@@ -117,7 +129,7 @@ pub fn rms_norm_kernel(x: &Tensor<f32>, w: &Tensor<f32>, out: &mut Tensor<f32>, 
 pub fn argmax_kernel(x: &Tensor<f32>, out: &mut Tensor<u32>, #[comptime] block: usize) {
     let none = 0xFFFF_FFFFu32;
     let n = x.shape(1);
-    let r = CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
+    let r = cube_index();
     if r >= x.shape(0) {
         terminate!();
     }
@@ -165,7 +177,7 @@ pub fn argmax_kernel(x: &Tensor<f32>, out: &mut Tensor<u32>, #[comptime] block: 
 pub fn rope_kernel(x: &Tensor<f32>, cos: &Tensor<f32>, sin: &Tensor<f32>, out: &mut Tensor<f32>, start: u32, seq: u32) {
     let half = cos.shape(1);
     let per_row = x.shape(1) / 2;
-    let cube = CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
+    let cube = cube_index();
     let i = cube * CUBE_DIM as usize + UNIT_POS as usize;
     if i < x.len() / 2 {
         let row = i / per_row;
@@ -181,7 +193,7 @@ pub fn rope_kernel(x: &Tensor<f32>, cos: &Tensor<f32>, sin: &Tensor<f32>, out: &
 /// out[i] = g / (1 + e^(−g)) · u with g = gate[i], u = up[i], one unit per value.
 #[cube(launch_unchecked)]
 pub fn swiglu_kernel(gate: &Tensor<f32>, up: &Tensor<f32>, out: &mut Tensor<f32>) {
-    let cube = CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
+    let cube = cube_index();
     let i = cube * CUBE_DIM as usize + UNIT_POS as usize;
     if i < gate.len() {
         let g = gate[i];
@@ -211,7 +223,7 @@ pub fn attention_kernel(
 ) {
     let rows = q.shape(1);
     let capacity = k.shape(1);
-    let row = CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
+    let row = cube_index();
     if row >= q.shape(0) * rows {
         terminate!();
     }

@@ -4,12 +4,7 @@
 
 use cubecl::prelude::*;
 
-/// The global invocation index over a grid that may wrap into its second dimension.
-#[cube]
-fn global_index() -> usize {
-    let cube = CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
-    cube * CUBE_DIM as usize + UNIT_POS as usize
-}
+use crate::kernels::global_index;
 
 /// One invocation per token: softmax of its E scores, then k passes that each take the
 /// most probable expert ranked after the previous pick (probability descending, index
