@@ -37,8 +37,25 @@ use crate::shards::{fetch_file, missing_bytes, open_cache, HttpShards, Progress}
 
 pub use crate::errors::last_panic;
 
+// The linker's constructor function (CubeCL registers its IR through `inventory`, whose
+// entries are static constructors). Unless some exported function calls it, wasm-ld treats
+// the module as a command and wraps EVERY export so that it first re-runs all the
+// constructors: each call from JS (each buffer, callback and future poll) paid for that,
+// most of the browser's decode time (docs/design.md §9, "The browser's per-call cost").
+#[cfg(target_family = "wasm")]
+unsafe extern "C" {
+    fn __wasm_call_ctors();
+}
+
+/// Runs once, right after instantiation (wasm-bindgen's start function).
 #[wasm_bindgen(start)]
 fn start() {
+    // SAFETY: the linker-synthesised constructor function, called once before anything
+    // else in the module runs; it takes no arguments and returns nothing.
+    #[cfg(target_family = "wasm")]
+    unsafe {
+        __wasm_call_ctors()
+    };
     errors::install_panic_hook();
 }
 

@@ -1,0 +1,90 @@
+// By hand, never in CI: the browser's decode rate next to the native binary's on the
+// same machine and model (README, Performance; docs/design.md §9, "The browser's
+// per-call cost"). With --profile it also samples the page's CPU while it decodes
+// (Chromium's profiler over the DevTools protocol) and prints where the time went.
+//
+//   SPHINX_BIN=target/release/sphinx node web/test/decode-rate.mjs [--model DIR] [--tokens 24] [--profile]
+//
+// Needs web/dist (web/build.sh), Debian's Chromium and web/test's npm packages.
+import { createServer } from "node:http";
+import { readFile } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { join, extname, resolve } from "node:path";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { parseArgs } from "node:util";
+import { chromium } from "playwright-core";
+
+const root = resolve(new URL("../..", import.meta.url).pathname);
+const { values: opt } = parseArgs({ options: {
+  model: { type: "string", default: join(root, "tests/fixtures/models/tiny-llama-mp2") },
+  tokens: { type: "string", default: "24" },
+  profile: { type: "boolean", default: false },
+} });
+const sphinx = process.env.SPHINX_BIN ?? join(root, "target/release/sphinx");
+const tokens = Number(opt.tokens);
+const prompt = "What's in the image?";
+const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+
+// Native: `sphinx generate --json` reports its decode rate; three runs, the median.
+const nativeRates = [0, 1, 2].map(() => JSON.parse(execFileSync(sphinx, ["generate", "--model", opt.model, "--prompt", prompt,
+  "--max-tokens", String(tokens), "--temperature", "0", "--device", "wgpu", "--json"], { stdio: ["ignore", "pipe", "ignore"] })).tokensPerSecond);
+
+const work = mkdtempSync(join(tmpdir(), "sphinx-decode-rate-"));
+execFileSync(sphinx, ["convert", "--web", opt.model, join(work, "model")], { stdio: "ignore" });
+const types = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json" };
+const server = createServer(async (req, res) => {
+  const [, top, ...rest] = decodeURIComponent(new URL(req.url, "http://x").pathname).split("/");
+  const file = top === "models" ? join(work, ...rest) : join(root, "web", top, ...rest);
+  try {
+    const body = await readFile(file);
+    res.writeHead(200, { "content-type": types[extname(file)] ?? "application/octet-stream" });
+    res.end(body);
+  } catch {
+    res.writeHead(404);
+    res.end();
+  }
+});
+await new Promise((r) => server.listen(0, "127.0.0.1", r));
+const ctx = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "sphinx-chromium-")), {
+  executablePath: "/usr/bin/chromium", headless: true,
+  args: ["--no-sandbox", "--no-first-run", "--disable-gpu-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=native"],
+});
+const page = await ctx.newPage();
+await page.goto(`http://127.0.0.1:${server.address().port}/test/page.html`);
+await page.waitForFunction(() => window.sphinxReady);
+// In the page's own thread (no worker), so that the profiler sees the wasm.
+const adapter = await page.evaluate(async () => {
+  const { vendor, architecture } = (await navigator.gpu.requestAdapter()).info;
+  window.model = await window.sphinx.Sphinx.load("/models/model", { worker: false });
+  await window.model.generate({ prompt: "Hello", maxTokens: 4, temperature: 0 });
+  return `${vendor} ${architecture}`;
+});
+const cdp = opt.profile ? await ctx.newCDPSession(page) : null;
+if (cdp) {
+  await cdp.send("Profiler.enable");
+  await cdp.send("Profiler.setSamplingInterval", { interval: 200 });
+  await cdp.send("Profiler.start");
+}
+const browserRates = await page.evaluate(async ([prompt, maxTokens]) => {
+  const rates = [];
+  for (let i = 0; i < 3; i++) rates.push((await window.model.generate({ prompt, maxTokens, temperature: 0 })).tokensPerSecond);
+  return rates;
+}, [prompt, tokens]);
+console.log(`native wgpu: ${nativeRates.map((r) => r.toFixed(1)).join(", ")} tok/s`);
+console.log(`browser (${adapter}): ${browserRates.map((r) => r.toFixed(1)).join(", ")} tok/s`);
+console.log(`browser / native (medians): ${(median(browserRates) / median(nativeRates)).toFixed(2)}`);
+if (cdp) {
+  // Self time per function over the three answers.
+  const { profile } = await cdp.send("Profiler.stop");
+  const nodes = new Map(profile.nodes.map((n) => [n.id, n]));
+  const self = new Map();
+  profile.samples.forEach((id, i) => {
+    const f = nodes.get(id).callFrame;
+    const key = `${f.functionName || "(anonymous)"} ${f.url.split("/").pop()}`;
+    self.set(key, (self.get(key) ?? 0) + (profile.timeDeltas[i] ?? 0) / 1000);
+  });
+  for (const [key, ms] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 25)) console.log(`${ms.toFixed(1).padStart(9)} ms  ${key}`);
+}
+await ctx.close();
+server.close();
