@@ -8,7 +8,8 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::CubeBackend;
 use cubecl::{CubeCount, CubeDim};
 
-use crate::{kernels, moe_kernels, SphinxOps};
+use crate::blocks::{BlockFormat, BLOCK};
+use crate::{block_kernels, kernels, moe_kernels, SphinxOps};
 
 /// Units per cube in the reductions: a power of two within WebGPU's guaranteed 256.
 const REDUCE_BLOCK: usize = 64;
@@ -50,6 +51,55 @@ impl SphinxOps for CubeBackend {
                 w.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
                 bf16,
+            )
+        };
+        out
+    }
+
+    fn matvec_blocks(x: CubeTensor, w: CubeTensor, q4: bool) -> CubeTensor {
+        let format = BlockFormat::of_q4(q4);
+        assert_eq!((x.dtype, w.dtype), (DType::F32, DType::U32), "matvec_blocks: x f32, w u32 words");
+        let (x, w) = (into_contiguous(x), into_contiguous(w));
+        let (rows, inp) = (x.meta.shape()[0], x.meta.shape()[1]);
+        let (n_out, words) = (w.meta.shape()[0], w.meta.shape()[1]);
+        assert_eq!(format.cols_in(words * 4), Some(inp), "matvec_blocks: x has {inp} columns, w {words} words of {} blocks per row", format.name());
+        assert!(rows <= MAX_GRID, "matvec_blocks: {rows} rows exceed one grid dimension");
+        let out = empty_f32(&x, Shape::new([rows, n_out]));
+        let client = x.client.clone();
+        // SAFETY: the kernel guards o < n_out; every block it reads lies in row o's
+        // `words` words and every x value in row r's `inp` columns (asserted above).
+        unsafe {
+            block_kernels::matvec_blocks_kernel::launch_unchecked(
+                &client,
+                grid(n_out.div_ceil(MATVEC_BLOCK), rows),
+                CubeDim::new_1d(MATVEC_BLOCK as u32),
+                x.into_tensor_arg(),
+                w.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                q4,
+            )
+        };
+        out
+    }
+
+    fn dequantize_blocks(w: CubeTensor, q4: bool) -> CubeTensor {
+        let format = BlockFormat::of_q4(q4);
+        assert_eq!(w.dtype, DType::U32, "dequantize_blocks: u32 words");
+        let w = into_contiguous(w);
+        let (rows, words) = (w.meta.shape()[0], w.meta.shape()[1]);
+        let cols = format.cols_in(words * 4).expect("dequantize_blocks: rows of whole blocks");
+        let out = empty_f32(&w, Shape::new([rows, cols]));
+        let client = w.client.clone();
+        // SAFETY: the kernel guards its block index below rows · blocks per row, and out
+        // holds 32 values per block.
+        unsafe {
+            block_kernels::dequantize_blocks_kernel::launch_unchecked(
+                &client,
+                grid((rows * cols / BLOCK).div_ceil(ELEMENTWISE_BLOCK), 1),
+                CubeDim::new_1d(ELEMENTWISE_BLOCK as u32),
+                w.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                q4,
             )
         };
         out

@@ -9,6 +9,8 @@ use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use crate::blocks::BlockFormat;
+use crate::flex_blocks::dot_blocks;
 use crate::SphinxOps;
 
 // Word c of a row holds column 2c in its low half: in memory that is the u16 order
@@ -40,6 +42,40 @@ impl SphinxOps for Flex {
             },
         );
         FlexTensor::from_data(TensorData::new(out, [rows, n_out]))
+    }
+
+    fn matvec_blocks(x: FlexTensor, w: FlexTensor, q4: bool) -> FlexTensor {
+        let format = BlockFormat::of_q4(q4);
+        let (x, w) = (x.to_contiguous(), w.to_contiguous());
+        let xs = x.as_slice::<f32>().expect("matvec_blocks: x must be f32");
+        let ws = w.as_slice::<u32>().expect("matvec_blocks: w must be u32 words");
+        let (rows, inp) = (x.layout().shape()[0], x.layout().shape()[1]);
+        let (n_out, row_bytes) = (w.layout().shape()[0], w.layout().shape()[1] * 4);
+        assert_eq!(format.cols_in(row_bytes), Some(inp), "matvec_blocks: x has {inp} columns, w {row_bytes} bytes of {} blocks per row", format.name());
+        let bytes: &[u8] = bytemuck::cast_slice(ws);
+        let mut out = vec![0f32; rows * n_out];
+        out.par_chunks_mut(OUTPUTS_PER_TASK).enumerate().for_each(|(task, chunk)| {
+            for (i, o) in chunk.iter_mut().enumerate() {
+                let flat = task * OUTPUTS_PER_TASK + i;
+                let (r, j) = (flat / n_out, flat % n_out);
+                *o = dot_blocks(&xs[r * inp..(r + 1) * inp], &bytes[j * row_bytes..(j + 1) * row_bytes], format);
+            }
+        });
+        FlexTensor::from_data(TensorData::new(out, [rows, n_out]))
+    }
+
+    fn dequantize_blocks(w: FlexTensor, q4: bool) -> FlexTensor {
+        let format = BlockFormat::of_q4(q4);
+        let w = w.to_contiguous();
+        let ws = w.as_slice::<u32>().expect("dequantize_blocks: u32 words");
+        let (rows, row_bytes) = (w.layout().shape()[0], w.layout().shape()[1] * 4);
+        let cols = format.cols_in(row_bytes).expect("dequantize_blocks: rows of whole blocks");
+        let bytes: &[u8] = bytemuck::cast_slice(ws);
+        let mut out = vec![0f32; rows * cols];
+        if cols > 0 {
+            out.par_chunks_mut(cols).zip(bytes.par_chunks(row_bytes)).for_each(|(dst, src)| format.dequantize(src, dst));
+        }
+        FlexTensor::from_data(TensorData::new(out, [rows, cols]))
     }
 
     fn unpack_halves(w: FlexTensor, bf16: bool) -> FlexTensor {

@@ -19,14 +19,18 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{backend_extension, Backend, Dispatch};
 use burn::tensor::{Int, Tensor};
 
+mod block_kernels;
+mod blocks;
 mod cube;
 mod flex;
+mod flex_blocks;
 mod kernels;
 mod moe;
 mod moe_kernels;
 mod packed;
 pub mod reference;
 
+pub use blocks::{BlockFormat, BlockMatrix, BLOCK};
 pub use moe::route_token;
 pub use packed::{HalfKind, PackedHalves};
 
@@ -36,6 +40,11 @@ pub trait SphinxOps: Backend {
     /// `x · Wᵀ` for a few rows of `x`: x [rows, in] f32, w [out, in/2] u32 words of
     /// packed halves (`bf16` selects the half format) → [rows, out] f32, accumulated in f32.
     fn matvec_packed(x: FloatTensor<Self>, w: IntTensor<Self>, bf16: bool) -> FloatTensor<Self>;
+    /// `x · Wᵀ` for a few rows of `x` with W's rows as llama.cpp blocks (`blocks.rs`; `q4`:
+    /// q4_0, else q8_0): x [rows, in] f32, w [out, words] u32 → [rows, out] f32.
+    fn matvec_blocks(x: FloatTensor<Self>, w: IntTensor<Self>, q4: bool) -> FloatTensor<Self>;
+    /// The blocks' values: w [rows, words] u32 → [rows, cols] f32.
+    fn dequantize_blocks(w: IntTensor<Self>, q4: bool) -> FloatTensor<Self>;
     /// The packed halves widened to f32: w [rows, words] u32 → [rows, 2·words] f32 (exact).
     fn unpack_halves(w: IntTensor<Self>, bf16: bool) -> FloatTensor<Self>;
     /// RMSNorm of each row: x [rows, d] f32, weight [d] f32 →
@@ -162,4 +171,17 @@ pub fn unpack_halves(w: &PackedHalves) -> Tensor<2> {
 /// Packed words [rows, words] (e.g. rows gathered from a [`PackedHalves`]) as f32 [rows, 2·words].
 pub fn unpack_words(words: Tensor<2, Int>, kind: HalfKind) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as SphinxOps>::unpack_halves(words.into_dispatch(), kind == HalfKind::Bf16))
+}
+
+/// x [rows, in] · Wᵀ with W block-quantized: [rows, out]. Meant for decoding: each
+/// block is read once per row, straight from its 8 or 4 bits.
+pub fn matvec_blocks(x: Tensor<2>, w: &BlockMatrix) -> Tensor<2> {
+    let q4 = w.format == BlockFormat::Q4_0;
+    Tensor::from_dispatch(<Dispatch as SphinxOps>::matvec_blocks(x.into_dispatch(), w.words.clone().into_dispatch(), q4))
+}
+
+/// Rows of blocks [rows, words] (e.g. rows gathered from a [`BlockMatrix`]) as their f32
+/// values [rows, cols].
+pub fn dequantize_blocks(words: Tensor<2, Int>, format: BlockFormat) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as SphinxOps>::dequantize_blocks(words.into_dispatch(), format == BlockFormat::Q4_0))
 }

@@ -3,7 +3,7 @@
 
 use burn::tensor::Tensor;
 
-use crate::PackedHalves;
+use crate::{BlockMatrix, PackedHalves};
 
 /// The packed matrix widened to f32 on the host, uploaded as a dense tensor.
 pub async fn unpack_halves(w: &PackedHalves) -> Tensor<2> {
@@ -20,6 +20,23 @@ pub async fn unpack_halves(w: &PackedHalves) -> Tensor<2> {
 /// `x · Wᵀ` with Burn's matmul on the widened weight.
 pub async fn matvec_packed(x: Tensor<2>, w: &PackedHalves) -> Tensor<2> {
     x.matmul(unpack_halves(w).await.transpose())
+}
+
+/// The block matrix's values computed on the host (`BlockFormat::dequantize`), uploaded
+/// as a dense tensor.
+pub async fn dequantize_blocks(w: &BlockMatrix) -> Tensor<2> {
+    let [rows, cols] = w.dims();
+    let data = w.words.clone().into_data_async().await.expect("block words read back");
+    let words: Vec<u32> = data.try_into_vec().expect("block words are u32");
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let mut values = vec![0f32; rows * cols];
+    w.format.dequantize(&bytes, &mut values);
+    Tensor::from_data(burn::tensor::TensorData::new(values, [rows, cols]), &w.words.device())
+}
+
+/// `x · Wᵀ` with Burn's matmul on the dequantized weight.
+pub async fn matvec_blocks(x: Tensor<2>, w: &BlockMatrix) -> Tensor<2> {
+    x.matmul(dequantize_blocks(w).await.transpose())
 }
 
 /// RMSNorm with Burn's operations, as the model computed it before the kernel.

@@ -1,0 +1,136 @@
+//! llama.cpp's q8_0 and q4_0 block formats (`sphinx_shaders::BlockFormat`) against the
+//! numpy implementation of their definition (tests/fixtures/gen/make_block_fixtures.py,
+//! itself checked against the `gguf` package's quantizer), and the block kernels against
+//! Burn's matmul on the host-dequantized weight, on the CPU backend and on wgpu.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use sphinx_core::weights::{MemoryBytes, SafetensorsFile, WeightSource};
+use sphinx_shaders::{dequantize_blocks, matvec_blocks, reference, BlockFormat, BlockMatrix, BLOCK};
+use sphinx_tests::{devices, fixtures};
+
+/// Deterministic values in [-1, 1), a few blocks per row scaled up so blocks differ in scale.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|i| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let v = ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
+            if (i / BLOCK) % 3 == 0 { v * 8.0 } else { v }
+        })
+        .collect()
+}
+
+fn read(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().try_into_vec::<f32>().expect("f32 tensor")
+}
+
+fn quantize(format: BlockFormat, values: &[f32]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    format.quantize(values, &mut bytes);
+    bytes
+}
+
+/// The fixture's tensors as raw bytes, by name.
+fn fixture(name: &str) -> Vec<u8> {
+    let path = fixtures().join("reference/blocks.safetensors");
+    let file = SafetensorsFile::open(MemoryBytes::new("blocks.safetensors", std::fs::read(&path).expect("blocks fixture"))).expect("a safetensors file");
+    pollster::block_on(file.read(name)).unwrap_or_else(|e| panic!("{name}: {e}")).bytes
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+#[test]
+fn quantizing_and_dequantizing_equal_the_python_reference_bit_for_bit() {
+    let input = f32s(&fixture("input"));
+    for format in BlockFormat::ALL {
+        let want = fixture(format.name());
+        let got = quantize(format, &input);
+        assert_eq!(got.len(), want.len(), "{}: block bytes", format.name());
+        if let Some(i) = got.iter().zip(&want).position(|(g, w)| g != w) {
+            let block = i / format.block_bytes();
+            panic!("{}: block {block} (byte {} of it) is {:?}, the reference {:?}", format.name(), i % format.block_bytes(),
+                &got[block * format.block_bytes()..][..format.block_bytes()], &want[block * format.block_bytes()..][..format.block_bytes()]);
+        }
+        let want_values = f32s(&fixture(&format!("{}_values", format.name())));
+        let mut values = vec![0f32; input.len()];
+        format.dequantize(&want, &mut values);
+        for (i, (g, w)) in values.iter().zip(&want_values).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "{}: value {i} is {g:e}, the reference {w:e}", format.name());
+        }
+    }
+}
+
+fn check_matvec(device: &Device, name: &str, format: BlockFormat, [rows, n_out, inp]: [usize; 3]) {
+    let seed = (rows * 1_000_003 + n_out * 1009 + inp) as u64;
+    let x_values = values(rows * inp, seed);
+    let w_values = values(n_out * inp, seed + 1);
+    let w = BlockMatrix::from_blocks(quantize(format, &w_values), format, [n_out, inp], device).expect("whole block pairs");
+    assert_eq!(w.dims(), [n_out, inp]);
+    let mut dequantized = vec![0f32; n_out * inp];
+    format.dequantize(&quantize(format, &w_values), &mut dequantized);
+    let x = Tensor::<2>::from_data(TensorData::new(x_values.clone(), [rows, inp]), device);
+    let got = read(matvec_blocks(x.clone(), &w));
+    let want = read(pollster::block_on(reference::matvec_blocks(x, &w)));
+    assert_eq!(got.len(), rows * n_out);
+    for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+        // The kernels scale each block's sum once; the reference scales every value. Both
+        // are sums of the same products: bound the difference by the sum of |terms|.
+        let (row, o) = (i / n_out, i % n_out);
+        let magnitude: f32 = (0..inp).map(|k| (x_values[row * inp + k] * dequantized[o * inp + k]).abs()).sum();
+        let tol = 8.0 * f32::EPSILON * magnitude * (inp as f32).sqrt() + 1e-30;
+        assert!((g - r).abs() <= tol, "{name} {} {rows}x{n_out}x{inp}: out[{row},{o}] = {g}, reference {r}", format.name());
+    }
+}
+
+#[test]
+fn matvec_blocks_matches_matmul_on_the_dequantized_weight() {
+    let shapes = [
+        [1, 1, 64],     // one pair of blocks
+        [1, 7, 192],    // odd outputs, six blocks
+        [3, 65, 128],   // a few rows at once, a partial workgroup
+        [1, 256, 2048], // a decode step of a small LLM
+        [1, 3, 5632],   // TinyLlama's FFN width: 176 blocks
+    ];
+    for (name, device) in devices() {
+        for format in BlockFormat::ALL {
+            for shape in shapes {
+                check_matvec(&device, name, format, shape);
+            }
+        }
+    }
+}
+
+#[test]
+fn dequantize_blocks_equals_the_host_exactly() {
+    // Rows of two blocks, one unit per block over all rows; the last workgroup partial.
+    let [rows, cols] = [4099, 64];
+    let w_values = values(rows * cols, 7);
+    for (name, device) in devices() {
+        for format in BlockFormat::ALL {
+            let bytes = quantize(format, &w_values);
+            let mut want = vec![0f32; rows * cols];
+            format.dequantize(&bytes, &mut want);
+            let w = BlockMatrix::from_blocks(bytes, format, [rows, cols], &device).expect("whole block pairs");
+            let got = read(dequantize_blocks(w.words.clone(), format));
+            for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g.to_bits(), r.to_bits(), "{name} {}: value {i} is {g:e}, the host's {r:e}", format.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn block_matrices_refuse_partial_blocks_and_wrong_byte_counts() {
+    let device = Device::flex();
+    for format in BlockFormat::ALL {
+        let pair = 2 * format.block_bytes();
+        assert!(BlockMatrix::from_blocks(vec![0; pair], format, [1, 64], &device).is_some());
+        // One block per row leaves rows that are not whole u32 words.
+        assert!(BlockMatrix::from_blocks(vec![0; pair], format, [2, 32], &device).is_none());
+        assert!(BlockMatrix::from_blocks(vec![0; pair - 1], format, [1, 64], &device).is_none());
+        assert!(BlockMatrix::from_blocks(vec![0; pair], format, [1, 48], &device).is_none());
+        assert!(BlockMatrix::from_blocks(vec![0; pair], format, [usize::MAX, 64], &device).is_none());
+    }
+}
