@@ -58,6 +58,8 @@ pub enum MixError {
     NonFinite { name: String },
     #[error("tensor '{name}' has dtype {dtype}, which cannot be mixed")]
     UnsupportedDtype { name: String, dtype: String },
+    #[error("tensor '{name}' is block-quantized ({dtype}), which cannot be mixed: mix the 16- or 32-bit checkpoints first, then quantize the mix")]
+    Quantized { name: String, dtype: String },
     #[error("bad mixing rule {0}")]
     BadRule(String),
 }

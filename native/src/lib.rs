@@ -5,6 +5,8 @@
 pub mod device;
 pub mod files;
 pub mod load;
+pub mod model_writer;
+pub mod quantize;
 pub mod shards;
 pub mod staging;
 pub mod model_dir;

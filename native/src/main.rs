@@ -14,7 +14,7 @@ use sphinx_core::preprocess::{decode_image, DecodeOptions, PaddedSquare};
 use sphinx_core::tasks::{rasterize, TaskKind};
 use sphinx_core::vision::VisionConfig;
 use sphinx_core::tokenizer::Tokenizer;
-use sphinx_core::weights::WeightSource;
+use sphinx_core::weights::{component, held_bytes, WeightSource};
 use sphinx_native::device::DeviceChoice;
 use sphinx_native::load::{encode_image_file, load_model, read_image_file, ModelArgs};
 use sphinx_native::model_dir::open_model_dir;
@@ -52,6 +52,8 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Mix two fine-tunes of one model into a new checkpoint: β·real + (1−β)·synthetic.
     Mix(mix::MixArgs),
+    /// Store a model's LLM matrices in llama.cpp's q8_0 or q4_0 blocks (a new model directory).
+    Quantize(sphinx_native::quantize::QuantizeArgs),
     /// Serve the web demo (web/demo) with the JS package and a model on 127.0.0.1.
     ServeDemo(serve::ServeArgs),
     /// List the SPHINX variants with their full-size parameter counts and memory.
@@ -195,6 +197,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Chat(a) => chat::run_chat(a),
         Command::Mix(a) => mix::run_mix(a),
+        Command::Quantize(a) => sphinx_native::quantize::run_quantize(a),
         Command::Convert(a) => convert::run_convert(a),
         Command::ServeDemo(a) => serve::run_serve(a),
         Command::Draw(a) => {
@@ -285,8 +288,15 @@ fn run_info(a: ModelArgs) -> Result<()> {
     if let Some(v) = &vision {
         print_vision(v);
     }
-    let total = config.parameter_count() + vision.as_ref().map_or(0, |v| v.parameter_count());
-    println!("in memory    {} as f32 on the device (LLM + encoders)", HumanBytes(total * 4));
+    // What loading with the default precision puts on the device, per component.
+    let mut held: std::collections::BTreeMap<&str, u64> = Default::default();
+    for name in source.names() {
+        if let Some(info) = source.info(&name) {
+            *held.entry(component(&name)).or_default() += held_bytes(&name, &info, a.dtype);
+        }
+    }
+    let parts: Vec<String> = held.iter().map(|(c, b)| format!("{c} {}", HumanBytes(*b))).collect();
+    println!("on device    {} of weights with --dtype {} ({})", HumanBytes(held.values().sum()), a.dtype, parts.join(", "));
     Ok(())
 }
 

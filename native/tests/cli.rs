@@ -489,3 +489,49 @@ fn bench_measures_the_default_model_and_its_encoders() {
     let o = sphinx(&["bench", "--device", "cpu", "--max-seq-len", "64", "--prompt-tokens", "60", "--decode-tokens", "8"]);
     assert!(!o.status.success() && stderr_of(&o).contains("exceed the context of 64"), "{}", stderr_of(&o));
 }
+
+#[test]
+fn quantize_writes_blocks_that_load_natively_and_for_the_web() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/sphinx-micro");
+    let image = format!("{model}/example.png");
+    let tmp = std::env::temp_dir().join(format!("sphinx-quantize-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let ground = |dir: &str| {
+        let o = sphinx(&["generate", "--model", dir, "--image", &image, "--task", "ground", "--query", "the green triangle", "--temperature", "0", "--max-tokens", "24", "--device", "cpu"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    for format in ["q8_0", "q4_0"] {
+        let out = tmp.join(format);
+        let o = sphinx(&["quantize", model, "--to", format, "-o", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let report = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(report.contains("peak resident memory") && report.contains("tensors kept"), "{report}");
+        let smaller = std::fs::metadata(out.join("model.safetensors")).unwrap().len() < std::fs::metadata(format!("{model}/model.safetensors")).unwrap().len();
+        assert!(smaller, "{format}: the quantized model is smaller");
+        // Its web conversion carries the block dtypes and answers the same.
+        let web = tmp.join(format!("{format}-web"));
+        let o = sphinx(&["convert", "--web", out.to_str().unwrap(), web.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let manifest = std::fs::read_to_string(web.join("manifest.json")).unwrap();
+        assert!(manifest.contains(&format!("\"{}\"", format.to_uppercase())), "the manifest names the {format} tensors");
+        let answer = ground(out.to_str().unwrap());
+        assert!(answer.contains('['), "{format}: a box: {answer}");
+        assert_eq!(ground(web.to_str().unwrap()), answer, "{format}: the web conversion answers the same");
+        // A quantized model is not quantized again, and nothing existing is overwritten.
+        let again = sphinx(&["quantize", out.to_str().unwrap(), "--to", "q4_0", "-o", tmp.join("again").to_str().unwrap()]);
+        assert!(String::from_utf8_lossy(&again.stderr).contains("is already quantized"), "{}", String::from_utf8_lossy(&again.stderr));
+        let over = sphinx(&["quantize", model, "--to", format, "-o", out.to_str().unwrap()]);
+        assert!(String::from_utf8_lossy(&over.stderr).contains("already exists"));
+    }
+    let bad = sphinx(&["quantize", model, "--to", "q5_k", "-o", tmp.join("bad").to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected q8_0 or q4_0"));
+    // Mixing while loading refuses quantized inputs.
+    let q8 = tmp.join("q8_0");
+    let mix = sphinx(&["generate", "--model", q8.to_str().unwrap(), "--mix-with", q8.to_str().unwrap(), "--prompt", "hi", "--device", "cpu"]);
+    assert!(String::from_utf8_lossy(&mix.stderr).contains("then quantize"), "{}", String::from_utf8_lossy(&mix.stderr));
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(left.len(), 4, "the outputs and nothing else: {left:?}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -4,8 +4,10 @@
 //! Burn's matmul on the host-dequantized weight, on the CPU backend and on wgpu.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use sphinx_core::weights::{MemoryBytes, SafetensorsFile, WeightSource};
+use sphinx_core::mixing::{mix_tensors, MixAction};
+use sphinx_core::weights::{write_safetensors, DType, HostTensor, MemoryBytes, SafetensorsFile, TensorInfo, WeightSource, BLOCKS_METADATA_KEY};
 use sphinx_shaders::{dequantize_blocks, matvec_blocks, reference, BlockFormat, BlockMatrix, BLOCK};
+use sphinx_tests::craft::safetensors_raw;
 use sphinx_tests::{devices, fixtures};
 
 /// Deterministic values in [-1, 1), a few blocks per row scaled up so blocks differ in scale.
@@ -133,4 +135,57 @@ fn block_matrices_refuse_partial_blocks_and_wrong_byte_counts() {
         assert!(BlockMatrix::from_blocks(vec![0; pair], format, [1, 48], &device).is_none());
         assert!(BlockMatrix::from_blocks(vec![0; pair], format, [usize::MAX, 64], &device).is_none());
     }
+}
+
+fn open(bytes: Vec<u8>) -> Result<SafetensorsFile<MemoryBytes>, sphinx_core::SphinxError> {
+    SafetensorsFile::open(MemoryBytes::new("crafted.safetensors", bytes)).map_err(Into::into)
+}
+
+#[test]
+fn block_tensors_round_trip_through_safetensors_and_dequantize_on_read() {
+    let values = values(4 * 64, 3);
+    for format in BlockFormat::ALL {
+        let t = HostTensor { dtype: DType::of_blocks(format), shape: vec![4, 64], bytes: quantize(format, &values) };
+        let plain = HostTensor { dtype: DType::F32, shape: vec![2], bytes: [1f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect() };
+        let file = write_safetensors(&[("w".into(), t.clone()), ("n".into(), plain)], &Default::default()).expect("written");
+        let read = open(file).expect("opens");
+        assert_eq!(read.info("w"), Some(TensorInfo { dtype: DType::of_blocks(format), shape: vec![4, 64] }));
+        assert_eq!(read.info("n").map(|i| i.dtype), Some(DType::F32));
+        let back = pollster::block_on(read.read("w")).expect("reads");
+        assert_eq!(back.bytes, t.bytes);
+        let mut want = vec![0f32; values.len()];
+        format.dequantize(&t.bytes, &mut want);
+        assert_eq!(back.to_f32(), Some(want), "{}: f32 readers get the blocks' values", format.name());
+    }
+}
+
+#[test]
+fn bad_block_metadata_is_a_clear_error() {
+    let row = |n: usize| vec![0u8; n];
+    let file = |blocks: &str, dtype: &str, shape: &str, bytes: usize| {
+        let header = format!(
+            r#"{{"__metadata__":{{"{BLOCKS_METADATA_KEY}":{blocks:?}}},"w":{{"dtype":"{dtype}","shape":{shape},"data_offsets":[0,{bytes}]}}}}"#
+        );
+        safetensors_raw(&header, &row(bytes))
+    };
+    let cases = [
+        (file(r#"{"w":"q5_k"}"#, "U8", "[1,34]", 34), "unknown block format"),
+        (file(r#"{"x":"q8_0"}"#, "U8", "[1,34]", 34), "does not hold"),
+        (file(r#"{"w":"q8_0"}"#, "U8", "[1,35]", 35), "whole q8_0 blocks"),
+        (file(r#"{"w":"q4_0"}"#, "F32", "[1,9]", 36), "whole q4_0 blocks"),
+        (file(r#"{"w":"q8_0"}"#, "U8", "[34]", 34), "whole q8_0 blocks"),
+        (file("not json", "U8", "[1,34]", 34), BLOCKS_METADATA_KEY),
+    ];
+    for (bytes, want) in cases {
+        let err = open(bytes).err().expect("refused").to_string();
+        assert!(err.contains(want), "{err:?} should mention {want:?}");
+    }
+}
+
+#[test]
+fn quantized_tensors_are_not_mixed() {
+    let format = BlockFormat::Q8_0;
+    let t = HostTensor { dtype: DType::of_blocks(format), shape: vec![1, 64], bytes: quantize(format, &values(64, 5)) };
+    let err = mix_tensors("w", t.clone(), t, MixAction::Beta(0.5)).err().expect("refused").to_string();
+    assert!(err.contains("mix the 16- or 32-bit checkpoints first, then quantize"), "{err}");
 }

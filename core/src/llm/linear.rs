@@ -1,9 +1,10 @@
 //! The LLM's weight matrices and its bias-free linear layer `y = x · Wᵀ`. A matrix is
-//! held in f32 or as 16-bit halves packed in u32 words (docs/design.md §9); the layer
-//! picks the project's kernels for the packed form and Burn's matmul for f32.
+//! held in f32, as 16-bit halves packed in u32 words (docs/design.md §9) or as llama.cpp's
+//! q8_0 / q4_0 blocks (§10); the layer picks the project's kernels for the packed and
+//! block forms and Burn's matmul for f32.
 
 use burn::tensor::{Int, Tensor};
-use sphinx_shaders::{matvec_packed, unpack_words, PackedHalves};
+use sphinx_shaders::{dequantize_blocks, matvec_blocks, matvec_packed, unpack_words, BlockMatrix, PackedHalves};
 
 use super::cat_parts;
 use crate::error::WeightError;
@@ -25,12 +26,18 @@ pub enum Matrix {
     Dense(Tensor<2>),
     /// f16 or bf16, two per u32 word.
     Packed(PackedHalves),
+    /// q8_0 or q4_0 blocks, as stored.
+    Blocks(BlockMatrix),
 }
 
 impl Matrix {
-    /// Loads `name` as `[rows, cols]` in the loader's weight dtype (f32 when the columns
-    /// are odd: halves are packed in pairs).
+    /// Loads `name` as `[rows, cols]` in the loader's weight dtype: blocks as stored, else
+    /// halves, else f32 (when the columns are odd: halves are packed in pairs; and for
+    /// blocks whose rows are not whole words, dequantized).
     pub async fn load<S: WeightSource>(l: &WeightLoader<'_, S>, name: &str, [rows, cols]: [usize; 2]) -> Result<Self, WeightError> {
+        if let Some(format) = l.block_format_of(name).filter(|_| cols % 64 == 0) {
+            return Ok(Matrix::Blocks(l.blocks(name, [rows, cols], format).await?));
+        }
         match l.half_kind_of(name).filter(|_| cols % 2 == 0) {
             Some(kind) => Ok(Matrix::Packed(l.halves(name, [rows, cols], kind).await?)),
             None => Ok(Matrix::Dense(l.tensor(name, [rows, cols]).await?)),
@@ -41,6 +48,7 @@ impl Matrix {
         match self {
             Matrix::Dense(w) => w.dims(),
             Matrix::Packed(p) => p.dims(),
+            Matrix::Blocks(b) => b.dims(),
         }
     }
 
@@ -49,6 +57,7 @@ impl Matrix {
         match self {
             Matrix::Dense(w) => w.clone().select(0, ids),
             Matrix::Packed(p) => unpack_words(p.words.clone().select(0, ids), p.kind),
+            Matrix::Blocks(b) => dequantize_blocks(b.words.clone().select(0, ids), b.format),
         }
     }
 
@@ -57,6 +66,7 @@ impl Matrix {
         match self {
             Matrix::Dense(w) => w.shape().num_elements() * 4,
             Matrix::Packed(p) => p.device_bytes(),
+            Matrix::Blocks(b) => b.device_bytes(),
         }
     }
 }
@@ -91,7 +101,9 @@ impl Linear {
         let y = match &self.weight {
             Matrix::Dense(w) => x.matmul(w.clone().transpose()),
             Matrix::Packed(w) if rows <= MATVEC_MAX_ROWS => matvec_packed(x, w),
-            Matrix::Packed(w) => matmul_packed(x, w),
+            Matrix::Packed(w) => matmul_widened(x, w.dims(), |start, len| unpack_words(w.words.clone().narrow(0, start, len), w.kind)),
+            Matrix::Blocks(w) if rows <= MATVEC_MAX_ROWS => matvec_blocks(x, w),
+            Matrix::Blocks(w) => matmul_widened(x, w.dims(), |start, len| dequantize_blocks(w.words.clone().narrow(0, start, len), w.format)),
         };
         let mut out = dims;
         out[D - 1] = self.weight.dims()[0];
@@ -99,18 +111,17 @@ impl Linear {
     }
 }
 
-/// x [rows, in] · Wᵀ for many rows: W is widened to f32 a tile of its rows at a time and
-/// each tile multiplied with Burn's matmul, so a prefill never holds more than one tile
-/// of f32 weights beside the 16-bit model. → [rows, out]
-fn matmul_packed(x: Tensor<2>, w: &PackedHalves) -> Tensor<2> {
-    let [out, inp] = w.dims();
+/// x [rows, in] · Wᵀ for many rows, W [out, in] packed or in blocks: `widen(start, len)`
+/// gives rows `start..start + len` of W in f32, a tile at a time, each multiplied with
+/// Burn's matmul, so a prefill never holds more than one tile of f32 weights beside the
+/// 16- or fewer-bit model. → [rows, out]
+fn matmul_widened(x: Tensor<2>, [out, inp]: [usize; 2], widen: impl Fn(usize, usize) -> Tensor<2>) -> Tensor<2> {
     let tile = (WIDEN_TILE_VALUES / inp.max(1)).clamp(1, out.max(1));
     let parts: Vec<Tensor<2>> = (0..out)
         .step_by(tile)
         .map(|start| {
             let len = tile.min(out - start);
-            let widened = unpack_words(w.words.clone().narrow(0, start, len), w.kind); // [len, in]
-            x.clone().matmul(widened.transpose()) // [rows, len]
+            x.clone().matmul(widen(start, len).transpose()) // [rows, len]
         })
         .collect();
     cat_parts(parts, 1)

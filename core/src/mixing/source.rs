@@ -16,6 +16,9 @@ pub fn mix_tensors(name: &str, real: HostTensor, synthetic: HostTensor, action: 
     if real.dtype != synthetic.dtype {
         return Err(MixError::DtypeMismatch { name: name.into(), real: real.dtype.to_string(), synthetic: synthetic.dtype.to_string() });
     }
+    if real.dtype.block_format().is_some() && matches!(action, MixAction::Beta(_)) {
+        return Err(MixError::Quantized { name: name.into(), dtype: real.dtype.to_string() });
+    }
     match action {
         MixAction::Real => Ok(real),
         MixAction::Synthetic => Ok(synthetic),

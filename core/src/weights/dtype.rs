@@ -1,6 +1,7 @@
 //! Element types of stored tensors and a host-side tensor of raw bytes.
 
 use half::{bf16, f16};
+use sphinx_shaders::BlockFormat;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
@@ -12,11 +13,36 @@ pub enum DType {
     I32,
     U8,
     Bool,
+    /// llama.cpp's q8_0 blocks (docs/design.md §10): a [rows, cols] tensor stored as rows
+    /// of `cols / 32` blocks of 34 bytes.
+    Q8_0,
+    /// llama.cpp's q4_0 blocks: rows of `cols / 32` blocks of 18 bytes.
+    Q4_0,
 }
 
 impl DType {
+    /// The block format of a block-quantized dtype.
+    pub fn block_format(self) -> Option<BlockFormat> {
+        match self {
+            DType::Q8_0 => Some(BlockFormat::Q8_0),
+            DType::Q4_0 => Some(BlockFormat::Q4_0),
+            _ => None,
+        }
+    }
+
+    /// The dtype of tensors held in `format`'s blocks.
+    pub fn of_blocks(format: BlockFormat) -> Self {
+        match format {
+            BlockFormat::Q8_0 => DType::Q8_0,
+            BlockFormat::Q4_0 => DType::Q4_0,
+        }
+    }
+
+    /// Bytes per element; for the block formats, bytes per block of 32 elements (their
+    /// tensors' sizes come from [`TensorInfo::checked_byte_len`]).
     pub fn size(self) -> usize {
         match self {
+            DType::Q8_0 | DType::Q4_0 => self.block_format().map_or(1, |f| f.block_bytes()),
             DType::F64 | DType::I64 => 8,
             DType::F32 | DType::I32 => 4,
             DType::F16 | DType::BF16 => 2,
@@ -24,9 +50,29 @@ impl DType {
         }
     }
 
-    /// The safetensors name (`F32`, `BF16`, ...).
+    /// The name in errors and web manifests: the safetensors name, or `Q8_0` / `Q4_0`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::Q8_0 => "Q8_0",
+            DType::Q4_0 => "Q4_0",
+            other => other.safetensors_name(),
+        }
+    }
+
+    /// Parses [`DType::name`].
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "Q8_0" => Some(DType::Q8_0),
+            "Q4_0" => Some(DType::Q4_0),
+            other => Self::from_safetensors_name(other),
+        }
+    }
+
+    /// The safetensors name (`F32`, `BF16`, ...); block formats are stored as `U8` rows
+    /// (their format is named in the file's metadata, `safetensors.rs`).
     pub fn safetensors_name(self) -> &'static str {
         match self {
+            DType::Q8_0 | DType::Q4_0 => "U8",
             DType::F32 => "F32",
             DType::F16 => "F16",
             DType::BF16 => "BF16",
@@ -74,7 +120,7 @@ impl DType {
 
 impl std::fmt::Display for DType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.safetensors_name())
+        f.write_str(self.name())
     }
 }
 
@@ -92,11 +138,19 @@ impl TensorInfo {
     }
     /// Bytes, saturating (see [`TensorInfo::numel`]).
     pub fn byte_len(&self) -> usize {
+        if self.dtype.block_format().is_some() {
+            return self.checked_byte_len().unwrap_or(usize::MAX);
+        }
         self.numel().saturating_mul(self.dtype.size())
     }
-    /// Bytes, or `None` when the shape's size overflows.
+    /// Bytes, or `None` when the shape's size overflows — or, for a block format, when the
+    /// shape is not [rows, a multiple of 32].
     pub fn checked_byte_len(&self) -> Option<usize> {
-        self.shape.iter().try_fold(self.dtype.size(), |n, &d| n.checked_mul(d))
+        match (self.dtype.block_format(), self.shape.as_slice()) {
+            (Some(format), &[rows, cols]) => rows.checked_mul(format.row_bytes(cols)?),
+            (Some(_), _) => None,
+            (None, shape) => shape.iter().try_fold(self.dtype.size(), |n, &d| n.checked_mul(d)),
+        }
     }
 }
 
@@ -124,6 +178,15 @@ impl HostTensor {
                 .chunks_exact(8)
                 .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
                 .collect(),
+            DType::Q8_0 | DType::Q4_0 => {
+                let format = self.dtype.block_format()?;
+                if self.info().checked_byte_len() != Some(b.len()) {
+                    return None;
+                }
+                let mut values = vec![0f32; self.info().numel()];
+                format.dequantize(b, &mut values);
+                values
+            }
             _ => return None,
         })
     }

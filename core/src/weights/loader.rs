@@ -6,10 +6,10 @@ use std::collections::BTreeSet;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use sphinx_shaders::{HalfKind, PackedHalves};
+use sphinx_shaders::{BlockFormat, BlockMatrix, HalfKind, PackedHalves};
 
 use super::{DType, HostTensor, TensorParts, WeightDtype, WeightSource};
-use crate::error::WeightError;
+use crate::error::{MixError, WeightError};
 
 /// Progress of a weight load, in bytes as stored in the checkpoint.
 #[derive(Debug, Clone)]
@@ -66,6 +66,31 @@ impl<'a, S: WeightSource> WeightLoader<'a, S> {
     pub fn half_kind_of(&self, name: &str) -> Option<HalfKind> {
         let stored = self.source.info(&format!("{}{name}", self.prefix))?.dtype;
         self.weight_dtype.half_kind(stored)
+    }
+
+    /// The block format the matrix `name` (without the `llma.` prefix) is stored and, with
+    /// the default precision, held in; `None` for any other dtype or precision (a
+    /// quantized matrix asked for in f32, f16 or bf16 is dequantized on the host).
+    pub fn block_format_of(&self, name: &str) -> Option<BlockFormat> {
+        let stored = self.source.info(&format!("{}{name}", self.prefix))?.dtype;
+        stored.block_format().filter(|_| self.weight_dtype == WeightDtype::Auto)
+    }
+
+    /// Loads the matrix `name`, stored in `format`'s blocks, as they are ([`BlockMatrix`]),
+    /// requiring `[rows, cols]` with `cols` a multiple of 64. A mix of two quantized
+    /// checkpoints is refused (mix first, then quantize).
+    pub async fn blocks(&self, name: &str, shape: [usize; 2], format: BlockFormat) -> Result<BlockMatrix, WeightError> {
+        let full = self.check(name, &shape)?;
+        let host = match self.source.read_parts(&full).await? {
+            TensorParts::Plain(host) => host,
+            TensorParts::Mix { real, .. } => return Err(MixError::Quantized { name: full, dtype: real.dtype.to_string() }.into()),
+        };
+        if host.dtype != DType::of_blocks(format) {
+            return Err(WeightError::UnsupportedDtype { name: full, dtype: host.dtype.to_string() });
+        }
+        self.account(&full, &host);
+        BlockMatrix::from_blocks(host.bytes, format, shape, &self.device)
+            .ok_or_else(|| WeightError::ShapeMismatch { name: full, expected: shape.to_vec(), got: vec![shape[0], shape[1] / 64 * 64] })
     }
 
     /// Loads the matrix `name` as packed halves of `kind` ([`PackedHalves`]), requiring

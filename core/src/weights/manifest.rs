@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::dtype::{DType, HostTensor, TensorInfo};
-use super::precision::{held_value_bytes, WeightDtype};
+use super::precision::{held_bytes, WeightDtype};
 use super::WeightSource;
 use crate::config::{LlmConfig, DEFAULT_PREFILL_CHUNK};
 use crate::error::WeightError;
@@ -93,7 +93,7 @@ pub fn plan_shards(infos: &[(String, TensorInfo)]) -> (Vec<TensorEntry>, Vec<u64
         let shard = sizes.len() - 1;
         entries.push(TensorEntry {
             name: name.clone(),
-            dtype: info.dtype.safetensors_name().to_string(),
+            dtype: info.dtype.name().to_string(),
             shape: info.shape.clone(),
             shard,
             offset: sizes[shard],
@@ -143,7 +143,7 @@ impl WebManifest {
             if !names.insert(t.name.as_str()) {
                 return Err(format!("tensor '{}' appears twice", t.name));
             }
-            let dtype = DType::from_safetensors_name(&t.dtype).ok_or_else(|| format!("tensor '{}': unknown dtype {}", t.name, t.dtype))?;
+            let dtype = DType::from_name(&t.dtype).ok_or_else(|| format!("tensor '{}': unknown dtype {}", t.name, t.dtype))?;
             let info = TensorInfo { dtype, shape: t.shape.clone() };
             if info.checked_byte_len().map(|b| b as u64) != Some(t.bytes) {
                 return Err(format!("tensor '{}': {} bytes for shape {:?} {}", t.name, t.bytes, t.shape, t.dtype));
@@ -160,9 +160,8 @@ impl WebManifest {
     /// for the LLM `config`: the largest buffer must fit one binding.
     pub fn requirements_for(tensors: &[TensorEntry], config: &LlmConfig) -> Requirements {
         let held = |t: &TensorEntry| {
-            let values = t.shape.iter().product::<usize>() as u64;
-            let dtype = DType::from_safetensors_name(&t.dtype).unwrap_or(DType::F32);
-            values * held_value_bytes(&t.name, dtype, t.shape.len(), WeightDtype::Auto)
+            let info = TensorInfo { dtype: DType::from_name(&t.dtype).unwrap_or(DType::F32), shape: t.shape.clone() };
+            held_bytes(&t.name, &info, WeightDtype::Auto)
         };
         let weights: u64 = tensors.iter().map(held).sum();
         let largest = tensors.iter().map(held).max().unwrap_or(0).max(config.largest_activation_bytes(DEFAULT_PREFILL_CHUNK));
@@ -206,7 +205,7 @@ impl<F: ShardFetch> WeightSource for ManifestSource<F> {
 
     fn info(&self, name: &str) -> Option<TensorInfo> {
         let t = &self.manifest.tensors[*self.by_name.get(name)?];
-        Some(TensorInfo { dtype: DType::from_safetensors_name(&t.dtype)?, shape: t.shape.clone() })
+        Some(TensorInfo { dtype: DType::from_name(&t.dtype)?, shape: t.shape.clone() })
     }
 
     async fn read(&self, name: &str) -> Result<HostTensor, WeightError> {

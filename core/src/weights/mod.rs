@@ -9,6 +9,7 @@ mod loader;
 mod manifest;
 mod pickle;
 mod precision;
+mod quantize;
 mod pth;
 mod safetensors;
 mod sharded;
@@ -20,9 +21,11 @@ pub use manifest::{
     component, is_plain_file_name, plan_shards, shard_file, ManifestSource, Requirements, ShardEntry, ShardFetch, TensorEntry, WebManifest,
     MANIFEST_FORMAT, SHARD_BYTES,
 };
-pub use precision::{HalfKind, WeightDtype};
+pub use precision::{held_bytes, HalfKind, WeightDtype};
+pub use sphinx_shaders::BlockFormat;
 pub use pth::PthFile;
-pub use safetensors::{safetensors_header, write_safetensors, SafetensorsFile};
+pub use quantize::{quantize_tensor, quantized_format};
+pub use safetensors::{safetensors_header, write_safetensors, SafetensorsFile, BLOCKS_METADATA_KEY};
 pub use sharded::{ModelParallelSource, SplitRule};
 
 use crate::error::WeightError;

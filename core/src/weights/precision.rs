@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 pub use sphinx_shaders::HalfKind;
 
-use super::DType;
+use super::{DType, TensorInfo};
 
 /// The precision of the LLM's weight matrices on the device. Activations and
 /// accumulation are f32 in every case; 16-bit matrices are widened inside the kernels.
@@ -56,6 +56,15 @@ pub fn held_value_bytes(name: &str, stored: DType, rank: usize, dtype: WeightDty
     } else {
         4
     }
+}
+
+/// Bytes the checkpoint tensor `name` occupies on the device when loaded with `dtype`:
+/// blocks as stored (with the default precision), else [`held_value_bytes`] per value.
+pub fn held_bytes(name: &str, info: &TensorInfo, dtype: WeightDtype) -> u64 {
+    if info.dtype.block_format().is_some() && dtype == WeightDtype::Auto {
+        return info.byte_len() as u64;
+    }
+    info.numel() as u64 * held_value_bytes(name, info.dtype, info.shape.len(), dtype)
 }
 
 impl fmt::Display for WeightDtype {

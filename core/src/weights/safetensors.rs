@@ -13,6 +13,13 @@ use super::bytes::ByteSource;
 use super::dtype::{DType, HostTensor, TensorInfo};
 use super::WeightSource;
 use crate::error::WeightError;
+use sphinx_shaders::BlockFormat;
+
+/// The metadata key naming the block-quantized tensors: a JSON object from tensor name
+/// to block format (`{"llma.layers.0.attention.wq.weight": "q8_0", ...}`). Such a tensor
+/// is stored as `U8` [rows, row_bytes]; it reads as [`DType::Q8_0`] / [`DType::Q4_0`]
+/// [rows, cols] (docs/design.md §10).
+pub const BLOCKS_METADATA_KEY: &str = "sphinx.blocks";
 
 /// The largest JSON header accepted (the `safetensors` crate's own limit).
 pub const MAX_HEADER_BYTES: u64 = 100_000_000;
@@ -52,7 +59,26 @@ impl<B: ByteSource> SafetensorsFile<B> {
             let (b, e) = info.data_offsets;
             tensors.insert(name, (TensorInfo { dtype, shape: info.shape.clone() }, b as u64, e as u64));
         }
+        let blocks = meta.metadata().as_ref().and_then(|m| m.get(BLOCKS_METADATA_KEY));
+        if let Some(blocks) = blocks {
+            let blocks: BTreeMap<String, String> = serde_json::from_str(blocks).map_err(|e| bad(format!("{BLOCKS_METADATA_KEY}: {e}")))?;
+            for (name, format) in blocks {
+                let format = BlockFormat::from_name(&format).ok_or_else(|| bad(format!("tensor {name}: unknown block format {format:?}")))?;
+                let (info, _, _) = tensors.get_mut(&name).ok_or_else(|| bad(format!("{BLOCKS_METADATA_KEY} names {name}, which the file does not hold")))?;
+                *info = block_info(format, info).ok_or_else(|| {
+                    bad(format!("tensor {name}: {} {:?} is not rows of whole {} blocks", info.dtype, info.shape, format.name()))
+                })?;
+            }
+        }
         Ok(Self { bytes, data_start, tensors })
+    }
+}
+
+/// A `U8` [rows, row_bytes] tensor of `format`'s blocks as [rows, cols] of its dtype.
+fn block_info(format: BlockFormat, stored: &TensorInfo) -> Option<TensorInfo> {
+    match (stored.dtype, stored.shape.as_slice()) {
+        (DType::U8, &[rows, row_bytes]) => Some(TensorInfo { dtype: DType::of_blocks(format), shape: vec![rows, format.cols_in(row_bytes)?] }),
+        _ => None,
     }
 }
 
@@ -102,13 +128,27 @@ pub fn safetensors_header(tensors: &[(String, TensorInfo)], metadata: &BTreeMap<
     let bad = |reason: String| WeightError::BadSafetensors { file: "(header being written)".into(), reason };
     let mut entries = Vec::with_capacity(tensors.len());
     let mut offset = 0usize;
+    let mut blocks = BTreeMap::new();
     for (name, t) in tensors {
         let dtype = serde_json::from_value(serde_json::json!(t.dtype.safetensors_name())).map_err(|e| bad(e.to_string()))?;
-        let len = t.checked_byte_len().ok_or_else(|| bad(format!("tensor {name}: size overflows")))?;
+        let len = t.checked_byte_len().ok_or_else(|| bad(format!("tensor {name}: size overflows, or {:?} is not whole blocks", t.shape)))?;
         let end = offset.checked_add(len).ok_or_else(|| bad("total size overflows".into()))?;
-        entries.push((name.clone(), StInfo { dtype, shape: t.shape.clone(), data_offsets: (offset, end) }));
+        // Blocks are stored as their bytes, a row of blocks per row.
+        let shape = match t.dtype.block_format() {
+            Some(format) => {
+                blocks.insert(name.clone(), format.name().to_string());
+                vec![t.shape[0], format.row_bytes(t.shape[1]).unwrap_or(0)]
+            }
+            None => t.shape.clone(),
+        };
+        entries.push((name.clone(), StInfo { dtype, shape, data_offsets: (offset, end) }));
         offset = end;
     }
+    let mut metadata = metadata.clone();
+    if !blocks.is_empty() {
+        metadata.insert(BLOCKS_METADATA_KEY.into(), serde_json::to_string(&blocks).map_err(|e| bad(e.to_string()))?);
+    }
+    let metadata = &metadata;
     // Validation only: offsets contiguous, sizes consistent.
     Metadata::new(None, entries.clone()).map_err(|e| bad(e.to_string()))?;
     let mut header = serde_json::Map::new();

@@ -1,0 +1,83 @@
+//! `sphinx quantize`: a model's LLM matrices as llama.cpp's q8_0 or q4_0 blocks
+//! (docs/design.md §10), written tensor by tensor (host memory near the largest tensor,
+//! widened to f32 once) into a temporary directory that is renamed only when complete.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use clap::Args;
+use sphinx_core::model::open_checkpoint;
+use sphinx_core::weights::{quantize_tensor, quantized_format, BlockFormat, DType, TensorInfo, WeightSource};
+use crate::model_dir::{open_model_dir_with, FileBytes};
+use crate::staging::Staging;
+
+use crate::model_writer::{dir_size, mib, peak_rss, write_model_dir, ModelTexts};
+
+#[derive(Args)]
+pub struct QuantizeArgs {
+    /// The model to quantize (a checkpoint directory in f32, f16 or bf16).
+    model: PathBuf,
+    /// The block format of the LLM's matrices: q8_0 or q4_0 (the output head is q8_0 at most).
+    #[arg(long, value_parser = parse_format)]
+    to: BlockFormat,
+    /// Output directory (must not exist).
+    #[arg(long, short)]
+    output: PathBuf,
+}
+
+fn parse_format(s: &str) -> Result<BlockFormat, String> {
+    BlockFormat::from_name(&s.to_ascii_lowercase()).ok_or_else(|| format!("unknown block format {s:?}: expected q8_0 or q4_0"))
+}
+
+pub fn run_quantize(a: QuantizeArgs) -> Result<()> {
+    let plan = quantize_model_dir(&a.model, a.to, &a.output)?;
+    let count = |f: Option<BlockFormat>| plan.values().filter(|g| **g == f).count();
+    eprintln!(
+        "[quantized {} ({:.1} MiB) into {} ({:.1} MiB): {} matrices q8_0, {} q4_0, {} tensors kept; peak resident memory {}]",
+        a.model.display(),
+        mib(dir_size(&a.model)),
+        a.output.display(),
+        mib(dir_size(&a.output)),
+        count(Some(BlockFormat::Q8_0)),
+        count(Some(BlockFormat::Q4_0)),
+        count(None),
+        peak_rss().map_or("unknown".into(), |b| format!("{:.1} MiB", mib(b)))
+    );
+    Ok(())
+}
+
+/// Writes `model` with its LLM matrices in `to`'s blocks (the output head q8_0 at most)
+/// to `output`, which must not exist. Returns each tensor's block format (`None`: kept).
+pub fn quantize_model_dir(model: &Path, to: BlockFormat, output: &Path) -> Result<BTreeMap<String, Option<BlockFormat>>> {
+    let files = open_model_dir_with(model, None, FileBytes::open)?;
+    let texts = (files.config_json.clone(), files.meta_json.clone(), files.tokenizer_model.clone());
+    let source = open_checkpoint(files.checkpoints)?;
+    let mut plan: Vec<(String, TensorInfo, Option<BlockFormat>)> = Vec::new();
+    for name in source.names() {
+        let Some(info) = source.info(&name) else { continue };
+        if let Some(format) = info.dtype.block_format() {
+            bail!("{} is already quantized ({name} is {}); quantize the 16- or 32-bit model instead", model.display(), format.name());
+        }
+        let format = quantized_format(&name, &info, to);
+        plan.push((name, info, format));
+    }
+    let written: Vec<(String, TensorInfo)> = plan
+        .iter()
+        .map(|(n, i, f)| (n.clone(), f.map_or_else(|| i.clone(), |f| TensorInfo { dtype: DType::of_blocks(f), shape: i.shape.clone() })))
+        .collect();
+    let metadata = [("format".to_string(), "pt".to_string()), ("quantized".to_string(), to.name().to_string())].into_iter().collect();
+
+    let staging = Staging::new(output)?;
+    let texts = ModelTexts { config_json: &texts.0, meta_json: &texts.1, tokenizer_model: &texts.2 };
+    let formats: BTreeMap<&str, BlockFormat> = plan.iter().filter_map(|(n, _, f)| Some((n.as_str(), (*f)?))).collect();
+    write_model_dir(staging.dir(), &written, &metadata, &texts, "quantizing", |name| {
+        let t = pollster::block_on(source.read(name))?;
+        match formats.get(name).copied() {
+            Some(format) => quantize_tensor(&t, format).ok_or_else(|| anyhow::anyhow!("{name}: {} {:?} cannot be quantized", t.dtype, t.shape)),
+            None => Ok(t),
+        }
+    })?;
+    staging.commit()?;
+    Ok(plan.into_iter().map(|(n, _, f)| (n, f)).collect())
+}
