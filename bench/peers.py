@@ -17,8 +17,9 @@ Systems (see --systems):
   torch-f32, torch-bf16                  PyTorch + transformers LlamaForCausalLM on DIR/hf, KV cache
   llamacpp-cpu-{f32,f16,q8_0,q4_0}      llama-cpp-python (CPU build) on DIR/gguf/model-*.gguf
   llamacpp-vulkan-{f16,q4_0}            the Vulkan build, every layer offloaded (lavapipe here)
-  runtime-cpu-{bf16,f16,f32}            `sphinx bench --device cpu` on DIR/runtime{,-f16,-f32}
-  runtime-wgpu-{bf16,f32}               `sphinx bench --device wgpu`
+  runtime-cpu-{bf16,f16,f32,q8_0,q4_0}  `sphinx bench --device cpu` on DIR/runtime{,-f16,-f32,-q8_0,-q4_0}
+                                        (the q8_0 / q4_0 directories written by `sphinx quantize`)
+  runtime-wgpu-{bf16,f32,q4_0}          `sphinx bench --device wgpu`
   reference-f32                         not in 'all': the repository's fp32 reference forward
                                         (tests/fixtures/gen/llm_reference.py) on DIR/runtime, a
                                         correctness check for small shapes
@@ -43,8 +44,8 @@ VOCAB = 32000
 ALL_SYSTEMS = ["torch-f32", "torch-bf16",
                "llamacpp-cpu-f32", "llamacpp-cpu-f16", "llamacpp-cpu-q8_0", "llamacpp-cpu-q4_0",
                "llamacpp-vulkan-f16", "llamacpp-vulkan-q4_0",
-               "runtime-cpu-bf16", "runtime-cpu-f16", "runtime-cpu-f32",
-               "runtime-wgpu-bf16", "runtime-wgpu-f32"]
+               "runtime-cpu-bf16", "runtime-cpu-f16", "runtime-cpu-f32", "runtime-cpu-q8_0", "runtime-cpu-q4_0",
+               "runtime-wgpu-bf16", "runtime-wgpu-f32", "runtime-wgpu-q4_0"]
 
 
 def prompt_ids(n, seed):
@@ -295,7 +296,7 @@ def system_spec(name, a):
         return "reference", os.path.join(w, "runtime"), "f32"
     if name.startswith("runtime-"):
         _, dev, dt = name.split("-")
-        d = {"bf16": "runtime", "f16": "runtime-f16", "f32": "runtime-f32"}[dt]
+        d = "runtime" if dt == "bf16" else f"runtime-{dt}"
         return "runtime-" + dev, os.path.join(w, d), dt
     raise SystemExit(f"unknown system {name}; choose from {ALL_SYSTEMS}")
 
