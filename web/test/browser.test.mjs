@@ -5,10 +5,10 @@
 // tokens for text, image + task, chat and a loading-time mix; typed errors for a bad
 // image, a bad request, a full quota and a browser without WebGPU; a second load from
 // the Cache API; then the demo served by `sphinx serve-demo`, with an answer's box read
-// back from its canvas; and the package bundled into an app by Vite. A screenshot of
-// the demo is saved.
+// back from its canvas; a model quantized to q4_0; and the package bundled into an app
+// by Vite. A screenshot of the demo is saved.
 import { createServer } from "node:http";
-import { readFile } from "node:fs/promises";
+import { copyFile, readFile } from "node:fs/promises";
 import { execFileSync, spawn } from "node:child_process";
 import { join, extname, resolve } from "node:path";
 import { mkdtempSync } from "node:fs";
@@ -36,6 +36,14 @@ const want = {
   mix: native(["generate", "--model", join(fixtures, "models", models.real), "--mix-with", join(fixtures, "models", models.synthetic),
     "--beta", "0.5", "--prompt", "Hello", "--max-tokens", "16"]).replace(/\n$/, ""),
 };
+// SPHINX-Micro quantized to q4_0 (`sphinx quantize`) and converted: the block kernels in the browser.
+const micro = join(root, "models/sphinx-micro");
+execFileSync(sphinx, ["quantize", micro, "--to", "q4_0", "-o", join(work, "micro-q4_0")], { stdio: "ignore" });
+execFileSync(sphinx, ["convert", "--web", join(work, "micro-q4_0"), join(work, "q4")], { stdio: "ignore" });
+await copyFile(join(micro, "example.png"), join(work, "example.png"));
+const quantizedGround = { task: "ground", query: "the green triangle" };
+want.q4 = JSON.parse(native(["generate", "--model", join(work, "micro-q4_0"), "--image", join(micro, "example.png"),
+  "--task", quantizedGround.task, "--query", quantizedGround.query, "--max-tokens", "24", "--json"])).text;
 // `sphinx chat` prints one answer per line.
 const chatTurns = ["Describe the image.", "What colour is it?"];
 want.chat = execFileSync(sphinx, ["chat", "--model", join(fixtures, "models", models.vision), "--image", image, "--temperature", "0",
@@ -165,6 +173,16 @@ const mix = await inPage(page, async (s) => {
 });
 check(typeof mix === "string" && mix === want.mix, `mixed while loading (β = 0.5) equals native --mix-with: ${JSON.stringify(mix)} vs ${JSON.stringify(want.mix)}`);
 
+// 3b. The q4_0 model: its blocks stay blocks on the GPU and give the native answer.
+const q4 = await inPage(page, async (s, ground) => {
+  const model = await s.Sphinx.load("/models/q4");
+  const image = await (await fetch("/models/example.png")).arrayBuffer();
+  const text = (await model.generate({ ...ground, image, maxTokens: 24, temperature: 0 })).text;
+  await model.dispose();
+  return text;
+}, quantizedGround);
+check(typeof q4 === "string" && q4 === want.q4, `a q4_0 model (sphinx quantize) answers as native: ${JSON.stringify(q4)} vs ${JSON.stringify(want.q4)}`);
+
 // 4. Limits too small: refused before any shard is downloaded. A second load (given
 // as the manifest's URL) comes from the Cache API.
 const requested = [];
@@ -208,7 +226,6 @@ await ctx.close();
 
 // 7. The demo, served by `sphinx serve-demo` with its default model (SPHINX-Micro): it
 // opens the model's example image, and a grounding answer's box lands on the red circle.
-const micro = join(root, "models/sphinx-micro");
 const example = JSON.parse(await readFile(join(micro, "example.json"), "utf8"));
 const circle = example.objects.find((o) => o.shape === "circle" && o.colour === "red");
 want.demo = JSON.parse(native(["generate", "--model", micro, "--image", join(micro, "example.png"), "--task", "ground",
