@@ -387,6 +387,20 @@ impl LlmConfig {
     }
 
     /// Number of LLM parameters.
+    /// Bytes of the LLM's weights on the device with its matrices held at `bytes_per_32`
+    /// bytes per 32 values (128: f32, 64: f16/bf16, 34: q8_0, 18: q4_0; docs/design.md
+    /// §9–10). The output head is q8_0 at most (`sphinx quantize`); the norms, and
+    /// SPHINX-MoE's stacked experts (widened on load), are f32 in every case.
+    pub fn held_weight_bytes(&self, bytes_per_32: u64) -> u64 {
+        let (d, layers) = (self.dim as u64, self.n_layers as u64);
+        let norms = d * (2 * layers + 1);
+        let experts = self.moe.map_or(0, |m| 3 * m.num_experts as u64 * self.ffn_hidden as u64 * d * layers);
+        let head = self.vocab_size as u64 * d;
+        let matrices = self.parameter_count() - norms - experts - head;
+        let head_per_32 = bytes_per_32.max(34);
+        (matrices * bytes_per_32 + head * head_per_32).div_ceil(32) + 4 * (norms + experts)
+    }
+
     pub fn parameter_count(&self) -> u64 {
         let (d, hd) = (self.dim as u64, self.head_dim() as u64);
         let attn = d * hd * (2 * self.n_heads as u64 + 2 * self.n_kv_heads as u64);

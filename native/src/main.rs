@@ -322,18 +322,23 @@ fn print_vision(v: &VisionConfig) {
     println!("vision params {} ({:.3} B)", v.parameter_count(), v.parameter_count() as f64 / 1e9);
 }
 
+/// Context of the device totals `sphinx variants` prints.
+const VARIANTS_CONTEXT: usize = 2048;
+
 fn run_variants() {
     println!(
-        "{:<15} {:<20} {:>6} {:>6} {:>7} {:>9} {:>9} {:>10} {:>10} {:>12}",
-        "variant", "llama_type", "px", "views", "img tok", "LLM B", "vision B", "f32 GiB", "bf16 GiB", "prefill MiB"
+        "{:<15} {:<20} {:>5} {:>5} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10}",
+        "variant", "llama_type", "px", "views", "img tok", "LLM B", "vision B", "LLM f32", "bf16", "q8_0", "q4_0", "vision", "state+act", "q4_0 total"
     );
     for (name, t) in LlmConfig::VARIANTS {
-        let c = LlmConfig::full_size(t);
+        let c = LlmConfig { max_seq_len: VARIANTS_CONTEXT, ..LlmConfig::full_size(t) };
         let v = VisionConfig::for_llama_type(t, &serde_json::Value::Null, c.dim).ok().flatten();
         let (llm, vis) = (c.parameter_count(), v.as_ref().map_or(0, |v| v.parameter_count()));
         let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
+        // The encoders and projections are held in f32 on the device.
+        let state = c.state_bytes() + c.prefill_activation_bytes(DEFAULT_PREFILL_CHUNK);
         println!(
-            "{:<15} {:<20} {:>6} {:>6} {:>7} {:>9.3} {:>9.3} {:>10.1} {:>10.1} {:>12.0}",
+            "{:<15} {:<20} {:>5} {:>5} {:>7} {:>7.3} {:>8.3} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>10.2} {:>10.1}",
             name,
             t.name(),
             v.as_ref().map_or(0, |v| v.tiling.image_size),
@@ -341,11 +346,17 @@ fn run_variants() {
             v.as_ref().map_or(0, |v| v.image_tokens()),
             llm as f64 / 1e9,
             vis as f64 / 1e9,
-            gib((llm + vis) * 4),
-            gib((llm + vis) * 2),
-            c.prefill_activation_bytes(DEFAULT_PREFILL_CHUNK) as f64 / (1u64 << 20) as f64
+            gib(c.held_weight_bytes(128)),
+            gib(c.held_weight_bytes(64)),
+            gib(c.held_weight_bytes(34)),
+            gib(c.held_weight_bytes(18)),
+            gib(vis * 4),
+            gib(state),
+            gib(c.held_weight_bytes(18) + vis * 4 + state),
         );
     }
+    println!("GiB on the device at a {VARIANTS_CONTEXT}-token context: the LLM's weights per format, the encoders and projections (f32),");
+    println!("the rotary tables, KV cache and a prefill chunk's activations (f32), and the total with a q4_0 LLM.");
 }
 
 fn print_info(dir: &Path, c: &LlmConfig, source: &impl WeightSource, n_files: usize) {
