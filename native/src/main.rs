@@ -335,7 +335,8 @@ fn run_variants() {
         let v = VisionConfig::for_llama_type(t, &serde_json::Value::Null, c.dim).ok().flatten();
         let (llm, vis) = (c.parameter_count(), v.as_ref().map_or(0, |v| v.parameter_count()));
         let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
-        // The encoders and projections are held in f32 on the device.
+        // The encoders' dense layers are held in 16 bits (as official checkpoints store
+        // them); their convolutions, norms and the projections, a small share, in f32.
         let state = c.state_bytes() + c.prefill_activation_bytes(DEFAULT_PREFILL_CHUNK);
         println!(
             "{:<15} {:<20} {:>5} {:>5} {:>7} {:>7.3} {:>8.3} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>10.2} {:>10.1}",
@@ -350,12 +351,12 @@ fn run_variants() {
             gib(c.held_weight_bytes(64)),
             gib(c.held_weight_bytes(34)),
             gib(c.held_weight_bytes(18)),
-            gib(vis * 4),
+            gib(vis * 2),
             gib(state),
-            gib(c.held_weight_bytes(18) + vis * 4 + state),
+            gib(c.held_weight_bytes(18) + vis * 2 + state),
         );
     }
-    println!("GiB on the device at a {VARIANTS_CONTEXT}-token context: the LLM's weights per format, the encoders and projections (f32),");
+    println!("GiB on the device at a {VARIANTS_CONTEXT}-token context: the LLM's weights per format, the encoders (16-bit),");
     println!("the rotary tables, KV cache and a prefill chunk's activations (f32), and the total with a q4_0 LLM.");
 }
 

@@ -97,10 +97,8 @@ impl Blip2 {
             let lp = format!("{v}.encoder.layers.{i}");
             vision_layers.push(EvaLayer {
                 layer_norm1: LayerNorm::load(l, &format!("{lp}.layer_norm1"), dv, VISION_EPS).await?,
-                qkv: Dense::from_parts(
-                    l.tensor(&format!("{lp}.self_attn.qkv.weight"), [3 * dv, dv]).await?,
-                    Some(qkv_bias(l, &format!("{lp}.self_attn"), dv).await?),
-                ),
+                qkv: Dense::load_with_bias(l, &format!("{lp}.self_attn.qkv.weight"), 3 * dv, dv, qkv_bias(l, &format!("{lp}.self_attn"), dv).await?)
+                    .await?,
                 projection: Dense::load(l, &format!("{lp}.self_attn.projection"), dv, dv).await?,
                 layer_norm2: LayerNorm::load(l, &format!("{lp}.layer_norm2"), dv, VISION_EPS).await?,
                 fc1: Dense::load(l, &format!("{lp}.mlp.fc1"), cfg.vision_mlp, dv).await?,

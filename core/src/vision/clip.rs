@@ -42,10 +42,8 @@ impl ClipVision {
             let b = format!("{p}.transformer.resblocks.{i}");
             resblocks.push(ResBlock {
                 ln_1: LayerNorm::load(l, &format!("{b}.ln_1"), w, 1e-5).await?,
-                in_proj: Dense::from_parts(
-                    l.tensor(&format!("{b}.attn.in_proj_weight"), [3 * w, w]).await?,
-                    Some(l.tensor(&format!("{b}.attn.in_proj_bias"), [3 * w]).await?),
-                ),
+                in_proj: Dense::load_with_bias(l, &format!("{b}.attn.in_proj_weight"), 3 * w, w, l.tensor(&format!("{b}.attn.in_proj_bias"), [3 * w]).await?)
+                    .await?,
                 out_proj: Dense::load(l, &format!("{b}.attn.out_proj"), w, w).await?,
                 ln_2: LayerNorm::load(l, &format!("{b}.ln_2"), w, 1e-5).await?,
                 c_fc: Dense::load(l, &format!("{b}.mlp.c_fc"), cfg.mlp, w).await?,

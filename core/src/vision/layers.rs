@@ -20,16 +20,17 @@ pub struct Dense {
 }
 
 impl Dense {
-    /// Loads `{p}.weight` [out, in] and `{p}.bias` [out].
+    /// Loads `{p}.weight` [out, in] and `{p}.bias` [out]. The weight is held as the LLM's
+    /// matrices are (16 bits when the checkpoint stores it so, `--dtype` otherwise;
+    /// docs/design.md §9); the bias in f32.
     pub async fn load<S: WeightSource>(l: &WeightLoader<'_, S>, p: &str, out: usize, inp: usize) -> Result<Self, WeightError> {
-        Ok(Self {
-            linear: Linear::dense(l.tensor(&format!("{p}.weight"), [out, inp]).await?),
-            bias: Some(l.tensor(&format!("{p}.bias"), [out]).await?),
-        })
+        let bias = l.tensor(&format!("{p}.bias"), [out]).await?;
+        Self::load_with_bias(l, &format!("{p}.weight"), out, inp, bias).await
     }
 
-    pub fn from_parts(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
-        Self { linear: Linear::dense(weight), bias }
+    /// A layer over the matrix named `weight` [out, in] (held as in [`Dense::load`]) and `bias`.
+    pub async fn load_with_bias<S: WeightSource>(l: &WeightLoader<'_, S>, weight: &str, out: usize, inp: usize, bias: Tensor<1>) -> Result<Self, WeightError> {
+        Ok(Self { linear: Linear::load(l, weight, out, inp).await?, bias: Some(bias) })
     }
 
     /// x: [..., in] → [..., out]

@@ -46,12 +46,19 @@ impl WeightDtype {
 }
 
 /// Bytes per value of the checkpoint tensor `name` (with or without `llma.`) on the
-/// device when loaded with `dtype`: the LLM's 2-D `*.weight` matrices (the projections,
-/// the embedding, the output head and the MoE gate, which `Linear` and `Matrix` load)
-/// in 16 bits where [`WeightDtype::half_kind`] says so, everything else f32.
+/// device when loaded with `dtype`: the matrices that `Linear` and `Matrix` load — the
+/// LLM's 2-D `*.weight` tensors (the projections, the embedding, the output head and the
+/// MoE gate) and the encoders' dense layers (2-D `*.weight` other than embeddings, and
+/// CLIP's `in_proj_weight`) — in 16 bits where [`WeightDtype::half_kind`] says so,
+/// everything else (norms, biases, convolutions, embeddings of the encoders, the
+/// projections into the LLM) f32.
 pub fn held_value_bytes(name: &str, stored: DType, rank: usize, dtype: WeightDtype) -> u64 {
-    let llm_matrix = super::manifest::component(name) == "llm" && rank == 2 && name.ends_with(".weight");
-    if llm_matrix && dtype.half_kind(stored).is_some() {
+    let matrix = match super::manifest::component(name) {
+        "llm" => rank == 2 && name.ends_with(".weight"),
+        "projections" => false,
+        _ => rank == 2 && ((name.ends_with(".weight") && !name.contains("embed")) || name.ends_with("in_proj_weight")),
+    };
+    if matrix && dtype.half_kind(stored).is_some() {
         2
     } else {
         4
