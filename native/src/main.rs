@@ -327,8 +327,8 @@ const VARIANTS_CONTEXT: usize = 2048;
 
 fn run_variants() {
     println!(
-        "{:<15} {:<20} {:>5} {:>5} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10}",
-        "variant", "llama_type", "px", "views", "img tok", "LLM B", "vision B", "LLM f32", "bf16", "q8_0", "q4_0", "vision", "state+act", "q4_0 total"
+        "{:<15} {:<20} {:>5} {:>5} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10} {:>12}",
+        "variant", "llama_type", "px", "views", "img tok", "LLM B", "vision B", "LLM f32", "bf16", "q8_0", "q4_0", "vision", "state+act", "q4_0 total", "+ q8_0 enc"
     );
     for (name, t) in LlmConfig::VARIANTS {
         let c = LlmConfig { max_seq_len: VARIANTS_CONTEXT, ..LlmConfig::full_size(t) };
@@ -339,7 +339,7 @@ fn run_variants() {
         // them); their convolutions, norms and the projections, a small share, in f32.
         let state = c.state_bytes() + c.prefill_activation_bytes(DEFAULT_PREFILL_CHUNK);
         println!(
-            "{:<15} {:<20} {:>5} {:>5} {:>7} {:>7.3} {:>8.3} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>10.2} {:>10.1}",
+            "{:<15} {:<20} {:>5} {:>5} {:>7} {:>7.3} {:>8.3} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>10.2} {:>10.1} {:>12.1}",
             name,
             t.name(),
             v.as_ref().map_or(0, |v| v.tiling.image_size),
@@ -354,10 +354,12 @@ fn run_variants() {
             gib(vis * 2),
             gib(state),
             gib(c.held_weight_bytes(18) + vis * 2 + state),
+            gib(c.held_weight_bytes(18) + (vis * 34).div_ceil(32) + state),
         );
     }
     println!("GiB on the device at a {VARIANTS_CONTEXT}-token context: the LLM's weights per format, the encoders (16-bit),");
-    println!("the rotary tables, KV cache and a prefill chunk's activations (f32), and the total with a q4_0 LLM.");
+    println!("the rotary tables, KV cache and a prefill chunk's activations (f32), and the total with a q4_0 LLM");
+    println!("(`sphinx quantize --to q4_0`), then with the encoders at q8_0 too (`--encoders q8_0`; all their weights counted).");
 }
 
 fn print_info(dir: &Path, c: &LlmConfig, source: &impl WeightSource, n_files: usize) {

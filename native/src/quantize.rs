@@ -21,9 +21,25 @@ pub struct QuantizeArgs {
     /// The block format of the LLM's matrices: q8_0 or q4_0 (the output head is q8_0 at most).
     #[arg(long, value_parser = parse_format)]
     to: BlockFormat,
+    /// The visual encoders' dense layers: keep (as stored, 16-bit in official checkpoints)
+    /// or q8_0. Their convolutions, norms and embeddings are kept either way.
+    #[arg(long, value_parser = parse_encoders, default_value = "keep")]
+    encoders: Encoders,
     /// Output directory (must not exist).
     #[arg(long, short)]
     output: PathBuf,
+}
+
+/// What `--encoders` asks for: `None` keeps them, else their block format.
+#[derive(Debug, Clone, Copy)]
+pub struct Encoders(pub Option<BlockFormat>);
+
+fn parse_encoders(s: &str) -> Result<Encoders, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "keep" => Ok(Encoders(None)),
+        "q8_0" => Ok(Encoders(Some(BlockFormat::Q8_0))),
+        _ => Err(format!("unknown encoder precision {s:?}: expected keep or q8_0")),
+    }
 }
 
 fn parse_format(s: &str) -> Result<BlockFormat, String> {
@@ -31,7 +47,7 @@ fn parse_format(s: &str) -> Result<BlockFormat, String> {
 }
 
 pub fn run_quantize(a: QuantizeArgs) -> Result<()> {
-    let plan = quantize_model_dir(&a.model, a.to, &a.output)?;
+    let plan = quantize_model_dir(&a.model, a.to, a.encoders.0, &a.output)?;
     let count = |f: Option<BlockFormat>| plan.values().filter(|g| **g == f).count();
     eprintln!(
         "[quantized {} ({:.1} MiB) into {} ({:.1} MiB): {} matrices q8_0, {} q4_0, {} tensors kept; peak resident memory {}]",
@@ -48,8 +64,9 @@ pub fn run_quantize(a: QuantizeArgs) -> Result<()> {
 }
 
 /// Writes `model` with its LLM matrices in `to`'s blocks (the output head q8_0 at most)
-/// to `output`, which must not exist. Returns each tensor's block format (`None`: kept).
-pub fn quantize_model_dir(model: &Path, to: BlockFormat, output: &Path) -> Result<BTreeMap<String, Option<BlockFormat>>> {
+/// and its encoders' dense layers in `encoders`' (`None`: kept) to `output`, which must
+/// not exist. Returns each tensor's block format (`None`: kept).
+pub fn quantize_model_dir(model: &Path, to: BlockFormat, encoders: Option<BlockFormat>, output: &Path) -> Result<BTreeMap<String, Option<BlockFormat>>> {
     let files = open_model_dir_with(model, None, FileBytes::open)?;
     let texts = (files.config_json.clone(), files.meta_json.clone(), files.tokenizer_model.clone());
     let source = open_checkpoint(files.checkpoints)?;
@@ -59,14 +76,15 @@ pub fn quantize_model_dir(model: &Path, to: BlockFormat, output: &Path) -> Resul
         if let Some(format) = info.dtype.block_format() {
             bail!("{} is already quantized ({name} is {}); quantize the 16- or 32-bit model instead", model.display(), format.name());
         }
-        let format = quantized_format(&name, &info, to);
+        let format = quantized_format(&name, &info, to, encoders);
         plan.push((name, info, format));
     }
     let written: Vec<(String, TensorInfo)> = plan
         .iter()
         .map(|(n, i, f)| (n.clone(), f.map_or_else(|| i.clone(), |f| TensorInfo { dtype: DType::of_blocks(f), shape: i.shape.clone() })))
         .collect();
-    let metadata = [("format".to_string(), "pt".to_string()), ("quantized".to_string(), to.name().to_string())].into_iter().collect();
+    let scheme = format!("{}; encoders {}", to.name(), encoders.map_or("kept", |f| f.name()));
+    let metadata = [("format".to_string(), "pt".to_string()), ("quantized".to_string(), scheme)].into_iter().collect();
 
     let staging = Staging::new(output)?;
     let texts = ModelTexts { config_json: &texts.0, meta_json: &texts.1, tokenizer_model: &texts.2 };

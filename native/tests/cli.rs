@@ -527,11 +527,18 @@ fn quantize_writes_blocks_that_load_natively_and_for_the_web() {
     }
     let bad = sphinx(&["quantize", model, "--to", "q5_k", "-o", tmp.join("bad").to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("expected q8_0 or q4_0"));
+    // The encoders' dense layers too, when asked: more matrices in blocks, still a box.
+    let enc = tmp.join("encoders");
+    let o = sphinx(&["quantize", model, "--to", "q4_0", "--encoders", "q8_0", "-o", enc.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let q8_count = |report: &str| report.split(" matrices q8_0").next().and_then(|s| s.rsplit(' ').next()).and_then(|n| n.parse::<usize>().ok());
+    assert!(q8_count(&String::from_utf8_lossy(&o.stderr)).is_some_and(|n| n > 1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(ground(enc.to_str().unwrap()).contains('['));
     // Mixing while loading refuses quantized inputs.
     let q8 = tmp.join("q8_0");
     let mix = sphinx(&["generate", "--model", q8.to_str().unwrap(), "--mix-with", q8.to_str().unwrap(), "--prompt", "hi", "--device", "cpu"]);
     assert!(String::from_utf8_lossy(&mix.stderr).contains("then quantize"), "{}", String::from_utf8_lossy(&mix.stderr));
     let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    assert_eq!(left.len(), 4, "the outputs and nothing else: {left:?}");
+    assert_eq!(left.len(), 5, "the outputs and nothing else: {left:?}");
     let _ = std::fs::remove_dir_all(&tmp);
 }

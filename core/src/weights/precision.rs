@@ -53,15 +53,20 @@ impl WeightDtype {
 /// everything else (norms, biases, convolutions, embeddings of the encoders, the
 /// projections into the LLM) f32.
 pub fn held_value_bytes(name: &str, stored: DType, rank: usize, dtype: WeightDtype) -> u64 {
-    let matrix = match super::manifest::component(name) {
-        "llm" => rank == 2 && name.ends_with(".weight"),
-        "projections" => false,
-        _ => rank == 2 && ((name.ends_with(".weight") && !name.contains("embed")) || name.ends_with("in_proj_weight")),
-    };
-    if matrix && dtype.half_kind(stored).is_some() {
+    if is_held_matrix(name, rank) && dtype.half_kind(stored).is_some() {
         2
     } else {
         4
+    }
+}
+
+/// Whether the checkpoint tensor `name` of `rank` dimensions is a matrix that `Linear` and
+/// `Matrix` load (and so may be held in 16 bits or in blocks): see [`held_value_bytes`].
+pub fn is_held_matrix(name: &str, rank: usize) -> bool {
+    match super::manifest::component(name) {
+        "llm" => rank == 2 && name.ends_with(".weight"),
+        "projections" => false,
+        _ => rank == 2 && ((name.ends_with(".weight") && !name.contains("embed")) || name.ends_with("in_proj_weight")),
     }
 }
 

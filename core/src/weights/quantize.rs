@@ -4,21 +4,27 @@
 use sphinx_shaders::BlockFormat;
 
 use super::manifest::component;
+use super::precision::is_held_matrix;
 use super::{DType, HostTensor, TensorInfo};
 
 /// The block format the checkpoint tensor `name` is stored in when a model is quantized
-/// to `to`, or `None` to keep it as it is. Quantized: the LLM's weight matrices (the
-/// attention and FFN projections, the MoE gate, the token embedding) whose rows are an
-/// even number of blocks; the output head at most to q8_0, since its errors go straight
-/// into the logits (llama.cpp keeps it at 6 bits or more in its mixed formats too).
-/// Kept: norms, biases, rotary tables, the visual encoders and the projections.
-pub fn quantized_format(name: &str, info: &TensorInfo, to: BlockFormat) -> Option<BlockFormat> {
-    let n = name.strip_prefix("llma.").unwrap_or(name);
-    let matrix = info.shape.len() == 2 && n.ends_with(".weight") && info.dtype.is_float();
-    if component(name) != "llm" || !matrix || info.shape[1] % (2 * sphinx_shaders::BLOCK) != 0 {
+/// to `to` (its encoders to `encoders`), or `None` to keep it as it is. Quantized: the
+/// matrices that `Matrix` loads ([`is_held_matrix`]) whose rows are an even number of
+/// blocks — the LLM's (attention and FFN projections, MoE gate, token embedding), with
+/// the output head at most at q8_0, since its errors go straight into the logits
+/// (llama.cpp keeps it at 6 bits or more in its mixed formats too), and, when `encoders`
+/// says so, the visual encoders' dense layers. Kept: norms, biases, rotary tables,
+/// convolutions, embeddings of the encoders and the projections into the LLM.
+pub fn quantized_format(name: &str, info: &TensorInfo, to: BlockFormat, encoders: Option<BlockFormat>) -> Option<BlockFormat> {
+    let blocks = info.shape.len() == 2 && info.shape[1] % (2 * sphinx_shaders::BLOCK) == 0;
+    if !info.dtype.is_float() || !blocks || !is_held_matrix(name, info.shape.len()) {
         return None;
     }
-    Some(if n == "output.weight" { BlockFormat::Q8_0 } else { to })
+    match component(name) {
+        "llm" if name.strip_prefix("llma.").unwrap_or(name) == "output.weight" => Some(BlockFormat::Q8_0),
+        "llm" => Some(to),
+        _ => encoders,
+    }
 }
 
 /// `t` (a float [rows, cols] tensor, cols a multiple of 32) as rows of `format`'s blocks;
