@@ -68,34 +68,32 @@ pub fn run_quantize(a: QuantizeArgs) -> Result<()> {
 /// not exist. Returns each tensor's block format (`None`: kept).
 pub fn quantize_model_dir(model: &Path, to: BlockFormat, encoders: Option<BlockFormat>, output: &Path) -> Result<BTreeMap<String, Option<BlockFormat>>> {
     let files = open_model_dir_with(model, None, FileBytes::open)?;
-    let texts = (files.config_json.clone(), files.meta_json.clone(), files.tokenizer_model.clone());
     let source = open_checkpoint(files.checkpoints)?;
-    let mut plan: Vec<(String, TensorInfo, Option<BlockFormat>)> = Vec::new();
+    // Each tensor's block format (`None`: kept) and what is written for it.
+    let mut formats = BTreeMap::new();
+    let mut written = Vec::new();
     for name in source.names() {
         let Some(info) = source.info(&name) else { continue };
         if let Some(format) = info.dtype.block_format() {
             bail!("{} is already quantized ({name} is {}); quantize the 16- or 32-bit model instead", model.display(), format.name());
         }
         let format = quantized_format(&name, &info, to, encoders);
-        plan.push((name, info, format));
+        let dtype = format.map_or(info.dtype, DType::of_blocks);
+        written.push((name.clone(), TensorInfo { dtype, ..info }));
+        formats.insert(name, format);
     }
-    let written: Vec<(String, TensorInfo)> = plan
-        .iter()
-        .map(|(n, i, f)| (n.clone(), f.map_or_else(|| i.clone(), |f| TensorInfo { dtype: DType::of_blocks(f), shape: i.shape.clone() })))
-        .collect();
     let scheme = format!("{}; encoders {}", to.name(), encoders.map_or("kept", |f| f.name()));
     let metadata = [("format".to_string(), "pt".to_string()), ("quantized".to_string(), scheme)].into_iter().collect();
 
     let staging = Staging::new(output)?;
-    let texts = ModelTexts { config_json: &texts.0, meta_json: &texts.1, tokenizer_model: &texts.2 };
-    let formats: BTreeMap<&str, BlockFormat> = plan.iter().filter_map(|(n, _, f)| Some((n.as_str(), (*f)?))).collect();
+    let texts = ModelTexts { config_json: &files.config_json, meta_json: &files.meta_json, tokenizer_model: &files.tokenizer_model };
     write_model_dir(staging.dir(), &written, &metadata, &texts, "quantizing", |name| {
         let t = pollster::block_on(source.read(name))?;
-        match formats.get(name).copied() {
+        match formats.get(name).copied().flatten() {
             Some(format) => quantize_tensor(&t, format).ok_or_else(|| anyhow::anyhow!("{name}: {} {:?} cannot be quantized", t.dtype, t.shape)),
             None => Ok(t),
         }
     })?;
     staging.commit()?;
-    Ok(plan.into_iter().map(|(n, _, f)| (n, f)).collect())
+    Ok(formats)
 }

@@ -20,6 +20,12 @@ use half::f16;
 /// Values per block.
 pub const BLOCK: usize = 32;
 
+/// Whether rows of `cols` values are whole `u32` words of blocks in every format (an even
+/// number of blocks), as [`BlockMatrix`] needs.
+pub fn rows_of_whole_words(cols: usize) -> bool {
+    cols % (2 * BLOCK) == 0
+}
+
 /// A block-quantized format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BlockFormat {
@@ -153,7 +159,7 @@ impl BlockMatrix {
     /// From the rows' blocks, row-major (`rows · row_bytes(cols)` bytes). `None` when
     /// `cols` is not a multiple of 64 or the byte count differs.
     pub fn from_blocks(bytes: Vec<u8>, format: BlockFormat, [rows, cols]: [usize; 2], device: &Device) -> Option<Self> {
-        if cols % (2 * BLOCK) != 0 || bytes.len() != rows.checked_mul(format.row_bytes(cols)?)? {
+        if !rows_of_whole_words(cols) || bytes.len() != rows.checked_mul(format.row_bytes(cols)?)? {
             return None;
         }
         let data = TensorData::from_bytes_vec(bytes, [rows, format.row_bytes(cols)? / 4], DType::U32);

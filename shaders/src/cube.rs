@@ -26,26 +26,52 @@ fn grid(cubes: usize, z: usize) -> CubeCount {
     CubeCount::Static(x as u32, cubes.div_ceil(x).max(1) as u32, z as u32)
 }
 
+/// The operands of a matrix-vector kernel (one unit per output, rows in the grid's z):
+/// x [rows, inp] f32 and w [n_out, words] u32 made contiguous, and the [rows, n_out] output.
+struct Matvec {
+    x: CubeTensor,
+    w: CubeTensor,
+    out: CubeTensor,
+    rows: usize,
+    inp: usize,
+    n_out: usize,
+    words: usize,
+}
+
+impl Matvec {
+    fn new(x: CubeTensor, w: CubeTensor, what: &str) -> Self {
+        assert_eq!((x.dtype, w.dtype), (DType::F32, DType::U32), "{what}: x f32, w u32 words");
+        let (x, w) = (into_contiguous(x), into_contiguous(w));
+        let (rows, inp) = (x.meta.shape()[0], x.meta.shape()[1]);
+        let (n_out, words) = (w.meta.shape()[0], w.meta.shape()[1]);
+        assert!(rows <= MAX_GRID, "{what}: {rows} rows exceed one grid dimension");
+        let out = empty_f32(&x, Shape::new([rows, n_out]));
+        Self { x, w, out, rows, inp, n_out, words }
+    }
+
+    /// [`MATVEC_BLOCK`] outputs per cube, one row per z.
+    fn grid(&self) -> CubeCount {
+        grid(self.n_out.div_ceil(MATVEC_BLOCK), self.rows)
+    }
+}
+
 fn empty_f32(like: &CubeTensor, shape: Shape) -> CubeTensor {
     empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, DType::F32)
 }
 
 impl SphinxOps for CubeBackend {
     fn matvec_packed(x: CubeTensor, w: CubeTensor, bf16: bool) -> CubeTensor {
-        assert_eq!((x.dtype, w.dtype), (DType::F32, DType::U32), "matvec_packed: x f32, w u32 words");
-        let (x, w) = (into_contiguous(x), into_contiguous(w));
-        let (rows, inp) = (x.meta.shape()[0], x.meta.shape()[1]);
-        let (n_out, words) = (w.meta.shape()[0], w.meta.shape()[1]);
-        assert_eq!(inp, 2 * words, "matvec_packed: x has {inp} columns, w {words} words per row");
-        assert!(rows <= MAX_GRID, "matvec_packed: {rows} rows exceed one grid dimension");
-        let out = empty_f32(&x, Shape::new([rows, n_out]));
+        let m = Matvec::new(x, w, "matvec_packed");
+        assert_eq!(m.inp, 2 * m.words, "matvec_packed: x has {} columns, w {} words per row", m.inp, m.words);
+        let grid = m.grid();
+        let Matvec { x, w, out, .. } = m;
         let client = x.client.clone();
         // SAFETY: every index the kernel reads or writes is below the bound it checks
         // (o < n_out; c < words by the loop) or fixed by the shapes asserted above.
         unsafe {
             kernels::matvec_packed_kernel::launch_unchecked(
                 &client,
-                grid(n_out.div_ceil(MATVEC_BLOCK), rows),
+                grid,
                 CubeDim::new_1d(MATVEC_BLOCK as u32),
                 x.into_tensor_arg(),
                 w.into_tensor_arg(),
@@ -58,20 +84,18 @@ impl SphinxOps for CubeBackend {
 
     fn matvec_blocks(x: CubeTensor, w: CubeTensor, q4: bool) -> CubeTensor {
         let format = BlockFormat::of_q4(q4);
-        assert_eq!((x.dtype, w.dtype), (DType::F32, DType::U32), "matvec_blocks: x f32, w u32 words");
-        let (x, w) = (into_contiguous(x), into_contiguous(w));
-        let (rows, inp) = (x.meta.shape()[0], x.meta.shape()[1]);
-        let (n_out, words) = (w.meta.shape()[0], w.meta.shape()[1]);
+        let m = Matvec::new(x, w, "matvec_blocks");
+        let (inp, words) = (m.inp, m.words);
         assert_eq!(format.cols_in(words * 4), Some(inp), "matvec_blocks: x has {inp} columns, w {words} words of {} blocks per row", format.name());
-        assert!(rows <= MAX_GRID, "matvec_blocks: {rows} rows exceed one grid dimension");
-        let out = empty_f32(&x, Shape::new([rows, n_out]));
+        let grid = m.grid();
+        let Matvec { x, w, out, .. } = m;
         let client = x.client.clone();
         // SAFETY: the kernel guards o < n_out; every block it reads lies in row o's
         // `words` words and every x value in row r's `inp` columns (asserted above).
         unsafe {
             block_kernels::matvec_blocks_kernel::launch_unchecked(
                 &client,
-                grid(n_out.div_ceil(MATVEC_BLOCK), rows),
+                grid,
                 CubeDim::new_1d(MATVEC_BLOCK as u32),
                 x.into_tensor_arg(),
                 w.into_tensor_arg(),

@@ -30,18 +30,9 @@ impl SphinxOps for Flex {
         let (n_out, words) = (w.layout().shape()[0], w.layout().shape()[1]);
         assert_eq!(inp, 2 * words, "matvec_packed: x has {inp} columns, w {words} words per row");
         let halves: &[u16] = bytemuck::cast_slice(ws);
-        let mut out = vec![0f32; rows * n_out];
-        out.par_chunks_mut(OUTPUTS_PER_TASK).enumerate().for_each_init(
-            || vec![0f32; inp],
-            |row_f32, (task, chunk)| {
-                for (i, o) in chunk.iter_mut().enumerate() {
-                    let flat = task * OUTPUTS_PER_TASK + i;
-                    let (r, j) = (flat / n_out, flat % n_out);
-                    *o = dot_halves(&xs[r * inp..(r + 1) * inp], &halves[j * inp..(j + 1) * inp], bf16, row_f32);
-                }
-            },
-        );
-        FlexTensor::from_data(TensorData::new(out, [rows, n_out]))
+        each_output([rows, n_out], || vec![0f32; inp], |row_f32, r, j| {
+            dot_halves(&xs[r * inp..(r + 1) * inp], &halves[j * inp..(j + 1) * inp], bf16, row_f32)
+        })
     }
 
     fn matvec_blocks(x: FlexTensor, w: FlexTensor, q4: bool) -> FlexTensor {
@@ -53,15 +44,7 @@ impl SphinxOps for Flex {
         let (n_out, row_bytes) = (w.layout().shape()[0], w.layout().shape()[1] * 4);
         assert_eq!(format.cols_in(row_bytes), Some(inp), "matvec_blocks: x has {inp} columns, w {row_bytes} bytes of {} blocks per row", format.name());
         let bytes: &[u8] = bytemuck::cast_slice(ws);
-        let mut out = vec![0f32; rows * n_out];
-        out.par_chunks_mut(OUTPUTS_PER_TASK).enumerate().for_each(|(task, chunk)| {
-            for (i, o) in chunk.iter_mut().enumerate() {
-                let flat = task * OUTPUTS_PER_TASK + i;
-                let (r, j) = (flat / n_out, flat % n_out);
-                *o = dot_blocks(&xs[r * inp..(r + 1) * inp], &bytes[j * row_bytes..(j + 1) * row_bytes], format);
-            }
-        });
-        FlexTensor::from_data(TensorData::new(out, [rows, n_out]))
+        each_output([rows, n_out], || (), |_, r, j| dot_blocks(&xs[r * inp..(r + 1) * inp], &bytes[j * row_bytes..(j + 1) * row_bytes], format))
     }
 
     fn dequantize_blocks(w: FlexTensor, q4: bool) -> FlexTensor {
@@ -211,20 +194,14 @@ impl SphinxOps for Flex {
         let rs = routes.as_slice::<u32>().expect("moe_up: routes u32");
         let (n, d, k) = (x.layout().shape()[0], x.layout().shape()[1], routes.layout().shape()[1] / 2);
         let f = w1.layout().shape()[0] / experts;
-        let mut h = vec![0f32; n * k * f];
-        // One task per (token, expert) row and block of outputs: two dot products each.
-        h.par_chunks_mut(OUTPUTS_PER_TASK).enumerate().for_each(|(task, chunk)| {
-            for (i, o) in chunk.iter_mut().enumerate() {
-                let flat = task * OUTPUTS_PER_TASK + i;
-                let (row, col) = (flat / f, flat % f);
-                let (t, j) = (row / k, row % k);
-                let w_row = (rs[t * 2 * k + j] as usize * f + col) * d;
-                let x_t = &xs[t * d..(t + 1) * d];
-                let g = dot(x_t, &w1s[w_row..w_row + d]);
-                *o = g / (1.0 + (-g).exp()) * dot(x_t, &w3s[w_row..w_row + d]);
-            }
-        });
-        FlexTensor::from_data(TensorData::new(h, [n * k, f]))
+        // Each output, of (token, expert) row and hidden unit, is two dot products.
+        each_output([n * k, f], || (), |_, row, col| {
+            let (t, j) = (row / k, row % k);
+            let w_row = (rs[t * 2 * k + j] as usize * f + col) * d;
+            let x_t = &xs[t * d..(t + 1) * d];
+            let g = dot(x_t, &w1s[w_row..w_row + d]);
+            g / (1.0 + (-g).exp()) * dot(x_t, &w3s[w_row..w_row + d])
+        })
     }
 
     fn moe_down(h: FlexTensor, w2: FlexTensor, routes: FlexTensor) -> FlexTensor {
@@ -257,6 +234,23 @@ fn widen(bits: &[u16], bf16: bool, dst: &mut [f32]) {
     } else {
         bits.reinterpret_cast::<f16>().convert_to_f32_slice(dst);
     }
+}
+
+/// A [rows, cols] f32 tensor whose value (r, c) is `value(scratch, r, c)`, computed
+/// [`OUTPUTS_PER_TASK`] at a time per rayon task; `scratch` makes each task's own buffer.
+fn each_output<S>(
+    [rows, cols]: [usize; 2],
+    scratch: impl Fn() -> S + Sync + Send,
+    value: impl Fn(&mut S, usize, usize) -> f32 + Sync + Send,
+) -> FlexTensor {
+    let mut out = vec![0f32; rows * cols];
+    out.par_chunks_mut(OUTPUTS_PER_TASK).enumerate().for_each_init(scratch, |s, (task, chunk)| {
+        for (i, o) in chunk.iter_mut().enumerate() {
+            let flat = task * OUTPUTS_PER_TASK + i;
+            *o = value(s, flat / cols, flat % cols);
+        }
+    });
+    FlexTensor::from_data(TensorData::new(out, [rows, cols]))
 }
 
 /// Σ x[i]·h[i] with h as 16-bit patterns: widened in registers with AVX2 (+F16C for

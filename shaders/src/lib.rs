@@ -30,7 +30,7 @@ mod moe_kernels;
 mod packed;
 pub mod reference;
 
-pub use blocks::{BlockFormat, BlockMatrix, BLOCK};
+pub use blocks::{rows_of_whole_words, BlockFormat, BlockMatrix, BLOCK};
 pub use moe::route_token;
 pub use packed::{HalfKind, PackedHalves};
 

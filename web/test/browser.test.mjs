@@ -7,13 +7,13 @@
 // the Cache API; then the demo served by `sphinx serve-demo`, with an answer's box read
 // back from its canvas; a model quantized to q4_0; and the package bundled into an app
 // by Vite. A screenshot of the demo is saved.
-import { createServer } from "node:http";
 import { copyFile, readFile } from "node:fs/promises";
 import { execFileSync, spawn } from "node:child_process";
-import { join, extname, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { chromium } from "playwright-core";
+import { serveFiles } from "./static-server.mjs";
 
 const root = resolve(new URL("../..", import.meta.url).pathname);
 const sphinx = process.env.SPHINX_BIN;
@@ -49,30 +49,17 @@ const chatTurns = ["Describe the image.", "What colour is it?"];
 want.chat = execFileSync(sphinx, ["chat", "--model", join(fixtures, "models", models.vision), "--image", image, "--temperature", "0",
   "--max-tokens", "8", "--device", "cpu"], { input: chatTurns.join("\n") + "\n", stdio: ["pipe", "pipe", "ignore"] }).toString().split("\n").slice(0, 2);
 
-const types = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json", ".jpg": "image/jpeg" };
-const server = createServer(async (req, res) => {
-  const path = decodeURIComponent(new URL(req.url, "http://x").pathname);
+const { server, origin } = await serveFiles(async (path) => {
   if (path === "/models/huge/manifest.json") {
     // The text model's manifest, claiming it needs 1 TiB buffers.
     const m = JSON.parse(await readFile(join(work, "text/manifest.json"), "utf8"));
     m.requirements.max_storage_buffer_binding_size = m.requirements.max_buffer_size = 2 ** 40;
-    res.writeHead(200, { "content-type": "application/json" });
-    return res.end(JSON.stringify(m));
+    return { json: m };
   }
   const [, top, ...rest] = path.split("/");
-  const file = top === "models" ? join(work, ...rest) : top === "images" ? join(fixtures, "images", ...rest)
+  return top === "models" ? join(work, ...rest) : top === "images" ? join(fixtures, "images", ...rest)
     : top === "vite" ? join(root, "web/test/vite-app/dist", ...rest) : join(root, "web", top, ...rest);
-  try {
-    const body = await readFile(file);
-    res.writeHead(200, { "content-type": types[extname(file)] ?? "application/octet-stream" });
-    res.end(body);
-  } catch {
-    res.writeHead(404);
-    res.end();
-  }
 });
-await new Promise((r) => server.listen(0, "127.0.0.1", r));
-const origin = `http://127.0.0.1:${server.address().port}`;
 
 const common = ["--no-sandbox", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-gpu-sandbox"];
 const webgpu = ["--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=native"];

@@ -6,14 +6,13 @@
 //   SPHINX_BIN=target/release/sphinx node web/test/decode-rate.mjs [--model DIR] [--tokens 24] [--profile]
 //
 // Needs web/dist (web/build.sh), Debian's Chromium and web/test's npm packages.
-import { createServer } from "node:http";
-import { readFile } from "node:fs/promises";
 import { execFileSync } from "node:child_process";
-import { join, extname, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { parseArgs } from "node:util";
 import { chromium } from "playwright-core";
+import { serveFiles } from "./static-server.mjs";
 
 const root = resolve(new URL("../..", import.meta.url).pathname);
 const { values: opt } = parseArgs({ options: {
@@ -32,26 +31,16 @@ const nativeRates = [0, 1, 2].map(() => JSON.parse(execFileSync(sphinx, ["genera
 
 const work = mkdtempSync(join(tmpdir(), "sphinx-decode-rate-"));
 execFileSync(sphinx, ["convert", "--web", opt.model, join(work, "model")], { stdio: "ignore" });
-const types = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json" };
-const server = createServer(async (req, res) => {
-  const [, top, ...rest] = decodeURIComponent(new URL(req.url, "http://x").pathname).split("/");
-  const file = top === "models" ? join(work, ...rest) : join(root, "web", top, ...rest);
-  try {
-    const body = await readFile(file);
-    res.writeHead(200, { "content-type": types[extname(file)] ?? "application/octet-stream" });
-    res.end(body);
-  } catch {
-    res.writeHead(404);
-    res.end();
-  }
+const { server, origin } = await serveFiles((path) => {
+  const [, top, ...rest] = path.split("/");
+  return top === "models" ? join(work, ...rest) : join(root, "web", top, ...rest);
 });
-await new Promise((r) => server.listen(0, "127.0.0.1", r));
 const ctx = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "sphinx-chromium-")), {
   executablePath: "/usr/bin/chromium", headless: true,
   args: ["--no-sandbox", "--no-first-run", "--disable-gpu-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=native"],
 });
 const page = await ctx.newPage();
-await page.goto(`http://127.0.0.1:${server.address().port}/test/page.html`);
+await page.goto(`${origin}/test/page.html`);
 await page.waitForFunction(() => window.sphinxReady);
 // In the page's own thread (no worker), so that the profiler sees the wasm.
 const adapter = await page.evaluate(async () => {

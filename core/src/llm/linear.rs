@@ -4,7 +4,7 @@
 //! block forms and Burn's matmul for f32.
 
 use burn::tensor::{Int, Tensor};
-use sphinx_shaders::{dequantize_blocks, matvec_blocks, matvec_packed, unpack_words, BlockMatrix, PackedHalves};
+use sphinx_shaders::{dequantize_blocks, matvec_blocks, matvec_packed, rows_of_whole_words, unpack_words, BlockMatrix, PackedHalves};
 
 use super::cat_parts;
 use crate::error::WeightError;
@@ -35,7 +35,7 @@ impl Matrix {
     /// halves, else f32 (when the columns are odd: halves are packed in pairs; and for
     /// blocks whose rows are not whole words, dequantized).
     pub async fn load<S: WeightSource>(l: &WeightLoader<'_, S>, name: &str, [rows, cols]: [usize; 2]) -> Result<Self, WeightError> {
-        if let Some(format) = l.block_format_of(name).filter(|_| cols % 64 == 0) {
+        if let Some(format) = l.block_format_of(name).filter(|_| rows_of_whole_words(cols)) {
             return Ok(Matrix::Blocks(l.blocks(name, [rows, cols], format).await?));
         }
         match l.half_kind_of(name).filter(|_| cols % 2 == 0) {

@@ -16,7 +16,7 @@ use super::{DType, HostTensor, TensorInfo};
 /// says so, the visual encoders' dense layers. Kept: norms, biases, rotary tables,
 /// convolutions, embeddings of the encoders and the projections into the LLM.
 pub fn quantized_format(name: &str, info: &TensorInfo, to: BlockFormat, encoders: Option<BlockFormat>) -> Option<BlockFormat> {
-    let blocks = info.shape.len() == 2 && info.shape[1] % (2 * sphinx_shaders::BLOCK) == 0;
+    let blocks = info.shape.len() == 2 && sphinx_shaders::rows_of_whole_words(info.shape[1]);
     if !info.dtype.is_float() || !blocks || !is_held_matrix(name, info.shape.len()) {
         return None;
     }
