@@ -1,6 +1,6 @@
 //! [`SphinxOps`] on Burn's CPU backend: rayon over output rows (on the calling thread
 //! in the browser), halves widened a row at a time, dot products in f32 with AVX2/FMA
-//! where the CPU has them.
+//! where the CPU has them; blocks dotted in integers against x rounded to 8 bits.
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
@@ -10,7 +10,7 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::blocks::BlockFormat;
-use crate::flex_blocks::dot_blocks;
+use crate::flex_blocks::{dot_blocks, RoundedRow};
 use crate::SphinxOps;
 
 // Word c of a row holds column 2c in its low half: in memory that is the u16 order
@@ -44,7 +44,8 @@ impl SphinxOps for Flex {
         let (n_out, row_bytes) = (w.layout().shape()[0], w.layout().shape()[1] * 4);
         assert_eq!(format.cols_in(row_bytes), Some(inp), "matvec_blocks: x has {inp} columns, w {row_bytes} bytes of {} blocks per row", format.name());
         let bytes: &[u8] = bytemuck::cast_slice(ws);
-        each_output([rows, n_out], || (), |_, r, j| dot_blocks(&xs[r * inp..(r + 1) * inp], &bytes[j * row_bytes..(j + 1) * row_bytes], format))
+        let x_rows: Vec<RoundedRow> = (0..rows).map(|r| RoundedRow::new(&xs[r * inp..(r + 1) * inp])).collect();
+        each_output([rows, n_out], || (), |_, r, j| dot_blocks(&x_rows[r], &bytes[j * row_bytes..(j + 1) * row_bytes], format))
     }
 
     fn dequantize_blocks(w: FlexTensor, q4: bool) -> FlexTensor {

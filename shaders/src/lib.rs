@@ -41,7 +41,9 @@ pub trait SphinxOps: Backend {
     /// packed halves (`bf16` selects the half format) → [rows, out] f32, accumulated in f32.
     fn matvec_packed(x: FloatTensor<Self>, w: IntTensor<Self>, bf16: bool) -> FloatTensor<Self>;
     /// `x · Wᵀ` for a few rows of `x` with W's rows as llama.cpp blocks (`blocks.rs`; `q4`:
-    /// q4_0, else q8_0): x [rows, in] f32, w [out, words] u32 → [rows, out] f32.
+    /// q4_0, else q8_0): x [rows, in] f32, w [out, words] u32 → [rows, out] f32. The CPU
+    /// rounds x to q8_0 blocks first and sums in integers, as llama.cpp's CPU does; the
+    /// GPU kernels keep x in f32 (docs/design.md §10).
     fn matvec_blocks(x: FloatTensor<Self>, w: IntTensor<Self>, q4: bool) -> FloatTensor<Self>;
     /// The blocks' values: w [rows, words] u32 → [rows, cols] f32.
     fn dequantize_blocks(w: IntTensor<Self>, q4: bool) -> FloatTensor<Self>;
@@ -174,7 +176,8 @@ pub fn unpack_words(words: Tensor<2, Int>, kind: HalfKind) -> Tensor<2> {
 }
 
 /// x [rows, in] · Wᵀ with W block-quantized: [rows, out]. Meant for decoding: each
-/// block is read once per row, straight from its 8 or 4 bits.
+/// block is read once per row, straight from its 8 or 4 bits. On the CPU backend x is
+/// rounded to q8_0 blocks first (as llama.cpp's CPU does; [`reference::matvec_blocks_rounded`]).
 pub fn matvec_blocks(x: Tensor<2>, w: &BlockMatrix) -> Tensor<2> {
     let q4 = w.format == BlockFormat::Q4_0;
     Tensor::from_dispatch(<Dispatch as SphinxOps>::matvec_blocks(x.into_dispatch(), w.words.clone().into_dispatch(), q4))

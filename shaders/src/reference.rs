@@ -3,7 +3,7 @@
 
 use burn::tensor::Tensor;
 
-use crate::{BlockMatrix, PackedHalves};
+use crate::{BlockFormat, BlockMatrix, PackedHalves};
 
 /// The packed matrix widened to f32 on the host, uploaded as a dense tensor.
 pub async fn unpack_halves(w: &PackedHalves) -> Tensor<2> {
@@ -37,6 +37,20 @@ pub async fn dequantize_blocks(w: &BlockMatrix) -> Tensor<2> {
 /// `x · Wᵀ` with Burn's matmul on the dequantized weight.
 pub async fn matvec_blocks(x: Tensor<2>, w: &BlockMatrix) -> Tensor<2> {
     x.matmul(dequantize_blocks(w).await.transpose())
+}
+
+/// `x · Wᵀ` as the CPU backend defines it: x's rows first rounded to q8_0 blocks (each
+/// value replaced by its quant times its block's scale), then Burn's matmul on the
+/// dequantized weight.
+pub async fn matvec_blocks_rounded(x: Tensor<2>, w: &BlockMatrix) -> Tensor<2> {
+    let [rows, cols] = x.dims();
+    let device = x.device();
+    let values: Vec<f32> = x.into_data_async().await.expect("x read back").try_into_vec().expect("f32 x");
+    let mut blocks = Vec::new();
+    BlockFormat::Q8_0.quantize(&values, &mut blocks);
+    let mut rounded = vec![0f32; rows * cols];
+    BlockFormat::Q8_0.dequantize(&blocks, &mut rounded);
+    matvec_blocks(Tensor::from_data(burn::tensor::TensorData::new(rounded, [rows, cols]), &device), w).await
 }
 
 /// RMSNorm with Burn's operations, as the model computed it before the kernel.
