@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use clap::Args;
 use sphinx_core::model::open_checkpoint;
-use sphinx_core::weights::{quantize_tensor, quantized_format, BlockFormat, DType, TensorInfo, WeightSource};
+use sphinx_core::weights::{quantize_tensor, quantized_format, round_tensor_to_f16, BlockFormat, DType, EncoderWeights, Stored, TensorInfo, WeightSource};
 use crate::model_dir::{open_model_dir_with, FileBytes};
 use crate::staging::Staging;
 
@@ -21,24 +21,22 @@ pub struct QuantizeArgs {
     /// The block format of the LLM's matrices: q8_0 or q4_0 (the output head is q8_0 at most).
     #[arg(long, value_parser = parse_format)]
     to: BlockFormat,
-    /// The visual encoders' dense layers: keep (as stored, 16-bit in official checkpoints)
-    /// or q8_0. Their convolutions, norms and embeddings are kept either way.
+    /// The visual encoders' dense layers: keep (as stored, 16-bit in official checkpoints),
+    /// f16 (rounded from f32 or bf16) or q8_0. Their convolutions, norms and embeddings are
+    /// kept either way.
     #[arg(long, value_parser = parse_encoders, default_value = "keep")]
-    encoders: Encoders,
+    encoders: EncoderWeights,
     /// Output directory (must not exist).
     #[arg(long, short)]
     output: PathBuf,
 }
 
-/// What `--encoders` asks for: `None` keeps them, else their block format.
-#[derive(Debug, Clone, Copy)]
-pub struct Encoders(pub Option<BlockFormat>);
-
-fn parse_encoders(s: &str) -> Result<Encoders, String> {
+fn parse_encoders(s: &str) -> Result<EncoderWeights, String> {
     match s.to_ascii_lowercase().as_str() {
-        "keep" => Ok(Encoders(None)),
-        "q8_0" => Ok(Encoders(Some(BlockFormat::Q8_0))),
-        _ => Err(format!("unknown encoder precision {s:?}: expected keep or q8_0")),
+        "keep" => Ok(EncoderWeights::Keep),
+        "f16" => Ok(EncoderWeights::F16),
+        "q8_0" => Ok(EncoderWeights::Blocks(BlockFormat::Q8_0)),
+        _ => Err(format!("unknown encoder precision {s:?}: expected keep, f16 or q8_0")),
     }
 }
 
@@ -47,29 +45,30 @@ fn parse_format(s: &str) -> Result<BlockFormat, String> {
 }
 
 pub fn run_quantize(a: QuantizeArgs) -> Result<()> {
-    let plan = quantize_model_dir(&a.model, a.to, a.encoders.0, &a.output)?;
-    let count = |f: Option<BlockFormat>| plan.values().filter(|g| **g == f).count();
+    let plan = quantize_model_dir(&a.model, a.to, a.encoders, &a.output)?;
+    let count = |f: Stored| plan.values().filter(|g| **g == f).count();
     eprintln!(
-        "[quantized {} ({:.1} MiB) into {} ({:.1} MiB): {} matrices q8_0, {} q4_0, {} tensors kept; peak resident memory {}]",
+        "[quantized {} ({:.1} MiB) into {} ({:.1} MiB): {} matrices q8_0, {} q4_0, {} f16, {} tensors kept; peak resident memory {}]",
         a.model.display(),
         mib(dir_size(&a.model)),
         a.output.display(),
         mib(dir_size(&a.output)),
-        count(Some(BlockFormat::Q8_0)),
-        count(Some(BlockFormat::Q4_0)),
-        count(None),
+        count(Stored::Blocks(BlockFormat::Q8_0)),
+        count(Stored::Blocks(BlockFormat::Q4_0)),
+        count(Stored::F16),
+        count(Stored::Kept),
         peak_rss().map_or("unknown".into(), |b| format!("{:.1} MiB", mib(b)))
     );
     Ok(())
 }
 
 /// Writes `model` with its LLM matrices in `to`'s blocks (the output head q8_0 at most)
-/// and its encoders' dense layers in `encoders`' (`None`: kept) to `output`, which must
-/// not exist. Returns each tensor's block format (`None`: kept).
-pub fn quantize_model_dir(model: &Path, to: BlockFormat, encoders: Option<BlockFormat>, output: &Path) -> Result<BTreeMap<String, Option<BlockFormat>>> {
+/// and its encoders' dense layers as `encoders` says to `output`, which must not exist.
+/// Returns what each tensor became.
+pub fn quantize_model_dir(model: &Path, to: BlockFormat, encoders: EncoderWeights, output: &Path) -> Result<BTreeMap<String, Stored>> {
     let files = open_model_dir_with(model, None, FileBytes::open)?;
     let source = open_checkpoint(files.checkpoints)?;
-    // Each tensor's block format (`None`: kept) and what is written for it.
+    // What each tensor becomes and what is written for it.
     let mut formats = BTreeMap::new();
     let mut written = Vec::new();
     for name in source.names() {
@@ -77,21 +76,31 @@ pub fn quantize_model_dir(model: &Path, to: BlockFormat, encoders: Option<BlockF
         if let Some(format) = info.dtype.block_format() {
             bail!("{} is already quantized ({name} is {}); quantize the 16- or 32-bit model instead", model.display(), format.name());
         }
-        let format = quantized_format(&name, &info, to, encoders);
-        let dtype = format.map_or(info.dtype, DType::of_blocks);
+        let stored = quantized_format(&name, &info, to, encoders);
+        let dtype = match stored {
+            Stored::Kept => info.dtype,
+            Stored::Blocks(format) => DType::of_blocks(format),
+            Stored::F16 => DType::F16,
+        };
         written.push((name.clone(), TensorInfo { dtype, ..info }));
-        formats.insert(name, format);
+        formats.insert(name, stored);
     }
-    let scheme = format!("{}; encoders {}", to.name(), encoders.map_or("kept", |f| f.name()));
+    let encoders_name = match encoders {
+        EncoderWeights::Keep => "kept",
+        EncoderWeights::F16 => "f16",
+        EncoderWeights::Blocks(format) => format.name(),
+    };
+    let scheme = format!("{}; encoders {encoders_name}", to.name());
     let metadata = [("format".to_string(), "pt".to_string()), ("quantized".to_string(), scheme)].into_iter().collect();
 
     let staging = Staging::new(output)?;
     let texts = ModelTexts { config_json: &files.config_json, meta_json: &files.meta_json, tokenizer_model: &files.tokenizer_model };
     write_model_dir(staging.dir(), &written, &metadata, &texts, "quantizing", |name| {
         let t = pollster::block_on(source.read(name))?;
-        match formats.get(name).copied().flatten() {
-            Some(format) => quantize_tensor(&t, format).ok_or_else(|| anyhow::anyhow!("{name}: {} {:?} cannot be quantized", t.dtype, t.shape)),
-            None => Ok(t),
+        match formats.get(name).copied().unwrap_or(Stored::Kept) {
+            Stored::Blocks(format) => quantize_tensor(&t, format).ok_or_else(|| anyhow::anyhow!("{name}: {} {:?} cannot be quantized", t.dtype, t.shape)),
+            Stored::F16 => round_tensor_to_f16(name, &t).map_err(anyhow::Error::msg),
+            Stored::Kept => Ok(t),
         }
     })?;
     staging.commit()?;

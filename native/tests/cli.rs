@@ -534,11 +534,20 @@ fn quantize_writes_blocks_that_load_natively_and_for_the_web() {
     let q8_count = |report: &str| report.split(" matrices q8_0").next().and_then(|s| s.rsplit(' ').next()).and_then(|n| n.parse::<usize>().ok());
     assert!(q8_count(&String::from_utf8_lossy(&o.stderr)).is_some_and(|n| n > 1), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(ground(enc.to_str().unwrap()).contains('['));
+    // Or rounded to f16 (SPHINX-Micro stores them in bf16).
+    let enc16 = tmp.join("encoders-f16");
+    let o = sphinx(&["quantize", model, "--to", "q4_0", "--encoders", "f16", "-o", enc16.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let f16_count = |report: &str| report.split(" f16,").next().and_then(|s| s.rsplit(' ').next()).and_then(|n| n.parse::<usize>().ok());
+    assert!(f16_count(&String::from_utf8_lossy(&o.stderr)).is_some_and(|n| n > 1), "{}", String::from_utf8_lossy(&o.stderr));
+    let info = sphinx(&["info", "--model", enc16.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&info.stdout).contains("F16"), "{}", String::from_utf8_lossy(&info.stdout));
+    assert!(ground(enc16.to_str().unwrap()).contains('['));
     // Mixing while loading refuses quantized inputs.
     let q8 = tmp.join("q8_0");
     let mix = sphinx(&["generate", "--model", q8.to_str().unwrap(), "--mix-with", q8.to_str().unwrap(), "--prompt", "hi", "--device", "cpu"]);
     assert!(String::from_utf8_lossy(&mix.stderr).contains("then quantize"), "{}", String::from_utf8_lossy(&mix.stderr));
     let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    assert_eq!(left.len(), 5, "the outputs and nothing else: {left:?}");
+    assert_eq!(left.len(), 6, "the outputs and nothing else: {left:?}");
     let _ = std::fs::remove_dir_all(&tmp);
 }

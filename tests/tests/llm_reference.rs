@@ -9,7 +9,7 @@
 use sphinx_core::llm::read_f32;
 use sphinx_core::generate::Sampler;
 use burn::tensor::Device;
-use sphinx_core::weights::{BlockFormat, WeightDtype};
+use sphinx_core::weights::{BlockFormat, EncoderWeights, WeightDtype};
 use sphinx_native::quantize::quantize_model_dir;
 use sphinx_tests::{devices, load_model, load_model_as, model_dir, rel_max_err, Reference};
 
@@ -122,7 +122,7 @@ fn weights_quantized_to_blocks_stay_near_the_reference() {
     let name = "tiny-llama-gqa";
     for (format, tol, min_equal) in [(BlockFormat::Q8_0, 2e-2, 0.9), (BlockFormat::Q4_0, 1.5e-1, 0.6)] {
         let out = std::env::temp_dir().join(format!("sphinx-{name}-{}-{}", format.name(), std::process::id()));
-        quantize_model_dir(&model_dir(name), format, None, &out).expect("quantizes");
+        quantize_model_dir(&model_dir(name), format, EncoderWeights::Keep, &out).expect("quantizes");
         for (backend, device) in devices() {
             let model = load_model_as(&out, &device, WeightDtype::Auto);
             let label = format!("{backend} {}", format.name());
