@@ -150,7 +150,7 @@ if [ "$WANT_VULKAN" = 1 ]; then
   # ggml-vulkan's CMake also needs SPIRV-Headers' package files (Debian: spirv-headers);
   # without them its configure step fails after the CPU build has taken its time.
   if [ -f /usr/include/vulkan/vulkan.h ] && command -v glslc > /dev/null \
-     && ls /usr/share/cmake/SPIRV-Headers*/SPIRV-HeadersConfig.cmake /usr/lib/*/cmake/SPIRV-Headers*/SPIRV-HeadersConfig.cmake > /dev/null 2>&1 \
+     && compgen -G '/usr/share/cmake/SPIRV-Headers*/SPIRV-HeadersConfig.cmake' > /dev/null \
      && VK_INC="$(vulkan_include)"; then
     if VK_WHL="$(build_wheel vulkan "$BASE_ARGS -DGGML_VULKAN=on -DVulkan_INCLUDE_DIR=$VK_INC")"; then
       if [ "$(cat "$VK_DIR/.wheel" 2>/dev/null)" != "$VK_WHL" ]; then
