@@ -227,13 +227,7 @@ page = await open(ctx, demoUrl);
 await page.waitForFunction(() => ["ready", "error"].includes(document.body.dataset.state), null, { timeout: 120000 });
 check(await page.evaluate(() => document.body.dataset.state) === "ready", `the demo loads its default model: ${await page.textContent("#status")} ${await page.textContent("#error")}`);
 check(await page.evaluate(() => document.body.dataset.image) === example.size.join("x"), "the demo opens the model's example image");
-await page.selectOption("#task", "ground");
-await page.fill("#query", "the red circle");
-await page.fill("#max-tokens", "48");
-await page.fill("#temperature", "0");
-await page.click("#ask");
-await page.waitForFunction(() => ["done", "error"].includes(document.body.dataset.state), null, { timeout: 120000 });
-const demoAnswer = await page.textContent("#answer");
+const demoAnswer = await askDemo(page, "ground", "the red circle", 48);
 check(demoAnswer === want.demo, `the demo streams the native runtime's answer: ${JSON.stringify(demoAnswer)} vs ${JSON.stringify(want.demo)}`);
 const drawn = await page.evaluate(() => {
   const canvas = document.getElementById("canvas");
@@ -257,7 +251,26 @@ check(drawn && near(drawn.edge, drawn.rect.color) && !near(drawn.outside, drawn.
 const shot = join(outDir, "browser-demo.png");
 await page.screenshot({ path: shot, fullPage: true });
 console.log(`screenshot: ${shot}`);
+
+// 7b. The demo loads the q4_0 model given in its URL and gives the native answer.
+await copyFile(join(micro, "example.png"), join(work, "q4", "example.png"));
+page = await open(ctx, `${origin}/demo/index.html?model=/models/q4`);
+await page.waitForFunction(() => ["ready", "error"].includes(document.body.dataset.state), null, { timeout: 120000 });
+check(await page.evaluate(() => document.body.dataset.state) === "ready", `the demo loads a q4_0 model: ${await page.textContent("#status")} ${await page.textContent("#error")}`);
+const demoQ4 = await askDemo(page, quantizedGround.task, quantizedGround.query, 24);
+check(demoQ4 === want.q4, `the demo's q4_0 answer equals native: ${JSON.stringify(demoQ4)} vs ${JSON.stringify(want.q4)}`);
 await ctx.close();
 demo.kill();
 server.close();
 process.exit(failures ? 1 : 0);
+
+/** Asks the demo on `page` a task about its image, greedily; the answer's text. */
+async function askDemo(page, task, query, maxTokens) {
+  await page.selectOption("#task", task);
+  await page.fill("#query", query);
+  await page.fill("#max-tokens", String(maxTokens));
+  await page.fill("#temperature", "0");
+  await page.click("#ask");
+  await page.waitForFunction(() => ["done", "error"].includes(document.body.dataset.state), null, { timeout: 120000 });
+  return page.textContent("#answer");
+}
