@@ -184,10 +184,15 @@ pub fn read_image_file(path: &Path) -> Result<Vec<u8>> {
 pub fn encode_image_file(model: &SphinxModel, path: &Path, decode: &DecodeOptions, m: &ModelArgs) -> Result<EncodedImage> {
     let bytes = read_image_file(path)?;
     let t0 = web_time::Instant::now();
-    let source = if m.stream_encoders { Some(open_checkpoint(open_model_dir(&m.model, m.tokenizer.as_deref())?.checkpoints)?) } else { None };
-    let (geometry, tokens) = pollster::block_on(model.image_tokens(&bytes, decode, source.as_ref()))
-        .with_context(|| format!("encoding {}", path.display()))?;
+    let (geometry, tokens) = encode_image_bytes(model, &bytes, decode, m).with_context(|| format!("encoding {}", path.display()))?;
     eprintln!("[image: {} tokens in {:.2}s]", tokens.dims()[1], t0.elapsed().as_secs_f64());
     let pixels = decode_image(&bytes, decode)?;
     Ok(EncodedImage { pixels, geometry, tokens })
+}
+
+/// Decodes and encodes an image's bytes for `model` (loading streamed encoders from
+/// `m.model`): its geometry and its image block [1, N, D].
+pub fn encode_image_bytes(model: &SphinxModel, bytes: &[u8], decode: &DecodeOptions, m: &ModelArgs) -> Result<(PaddedSquare, burn::tensor::Tensor<3>)> {
+    let source = if m.stream_encoders { Some(open_checkpoint(open_model_dir(&m.model, m.tokenizer.as_deref())?.checkpoints)?) } else { None };
+    Ok(pollster::block_on(model.image_tokens(bytes, decode, source.as_ref()))?)
 }

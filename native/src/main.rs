@@ -25,6 +25,7 @@ mod chat;
 mod convert;
 mod mix;
 mod serve;
+mod server;
 
 
 #[derive(Parser)]
@@ -56,6 +57,8 @@ enum Command {
     Quantize(sphinx_native::quantize::QuantizeArgs),
     /// Serve the web demo (web/demo) with the JS package and a model on 127.0.0.1.
     ServeDemo(serve::ServeArgs),
+    /// An OpenAI-compatible HTTP API (/v1/chat/completions, /v1/models) over one model.
+    Serve(server::ServeArgs),
     /// List the SPHINX variants with their full-size parameter counts and memory.
     Variants,
     /// Write the views an image becomes (global view and sub-images, per encoder family) as PNGs.
@@ -200,6 +203,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Quantize(a) => sphinx_native::quantize::run_quantize(a),
         Command::Convert(a) => convert::run_convert(a),
         Command::ServeDemo(a) => serve::run_serve(a),
+        Command::Serve(a) => server::run_serve(a),
         Command::Draw(a) => {
             let bytes = read_image_file(&a.image)?;
             let mut img = decode_image(&bytes, &DecodeOptions::default())?;
@@ -265,6 +269,7 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
     let why = match g.stop {
         StopReason::EndOfTurn => "end of turn",
         StopReason::MaxTokens => "max tokens",
+        StopReason::Cancelled => "cancelled",
     };
     eprintln!(
         "[{} prompt tokens in {:.2}s, {} tokens at {:.1} tok/s, stopped: {why}]",

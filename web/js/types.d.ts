@@ -90,7 +90,7 @@ keypoint: string | null, };
 
 export type DrawCommand = { "kind": "rect", x1: number, y1: number, x2: number, y2: number, color: [number, number, number], width: number, } | { "kind": "disc", x: number, y: number, radius: number, color: [number, number, number], } | { "kind": "line", x1: number, y1: number, x2: number, y2: number, color: [number, number, number], width: number, } | { "kind": "label", x: number, y: number, text: string, color: [number, number, number], background: [number, number, number], };
 
-export type StopReason = "end_of_turn" | "max_tokens";
+export type StopReason = "end_of_turn" | "max_tokens" | "cancelled";
 
 export type LoadOptions = { 
 /**

@@ -2,6 +2,9 @@
 //! prefill the prompt in chunks, then one token at a time, reading back only the
 //! last logits each step, until a stop sequence, `max_gen_len` or the context ends.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use burn::tensor::Tensor;
 use web_time::Instant;
 
@@ -22,12 +25,15 @@ pub struct GenerationOptions {
     pub seed: u64,
     /// Prompt tokens fed per forward pass while prefilling.
     pub prefill_chunk: usize,
+    /// Set by the caller (e.g. from `on_text`, or when its client leaves) to end the
+    /// generation after the current token: it returns what it has, stopped `Cancelled`.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for GenerationOptions {
     /// The official demo's defaults (temperature 0.1, top-p 0.75).
     fn default() -> Self {
-        Self { max_gen_len: 512, temperature: 0.1, top_p: 0.75, seed: 0, prefill_chunk: crate::config::DEFAULT_PREFILL_CHUNK }
+        Self { max_gen_len: 512, temperature: 0.1, top_p: 0.75, seed: 0, prefill_chunk: crate::config::DEFAULT_PREFILL_CHUNK, cancel: None }
     }
 }
 
@@ -58,6 +64,8 @@ pub enum StopReason {
     EndOfTurn,
     /// `max_gen_len` tokens were generated.
     MaxTokens,
+    /// The caller cancelled it (`GenerationOptions::cancel`).
+    Cancelled,
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +177,10 @@ pub async fn generate(
             streamed += 1;
         }
         if tokens.len() >= opts.max_gen_len || cache.pos() >= max_seq_len {
+            break;
+        }
+        if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            stop = StopReason::Cancelled;
             break;
         }
         next_logits = llm.forward(&[token], cache).await?;
