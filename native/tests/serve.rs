@@ -103,6 +103,32 @@ fn serve_answers_as_the_cli_does_streamed_or_not() {
     assert_eq!(text, want["text"].as_str().unwrap());
     assert_eq!(chunks.last().unwrap()["usage"], got["usage"], "{sse}");
 
+    // Two turns: the history carries the first answer; the second equals `sphinx chat`'s.
+    let chat = {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sphinx"))
+            .args(["chat", "--temperature", "0", "--max-tokens", "16", "--device", "cpu"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"What shapes are there?\nAnd their colours?\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let turns: Vec<&str> = chat.lines().collect();
+    assert_eq!(turns.len(), 2, "{chat:?}");
+    let got = server.chat(&json!({
+        "messages": [
+            { "role": "user", "content": "What shapes are there?" },
+            { "role": "assistant", "content": turns[0] },
+            { "role": "user", "content": "And their colours?" },
+        ],
+        "temperature": 0, "max_tokens": 16,
+    }));
+    assert_eq!(got["choices"][0]["message"]["content"], turns[1], "{got}");
+
     // An image question with a data URL, as a SPHINX grounding task: the CLI's answer, and
     // its box in pixels beside it.
     let want = cli_answer(&["--image", &format!("{MICRO}/example.png"), "--task", "ground", "--query", "the red circle", "--max-tokens", "48"]);
