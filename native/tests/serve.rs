@@ -43,6 +43,22 @@ impl Server {
         }
     }
 
+    /// Sends only a POST's headers, declaring `length` bytes of body: (status, body text).
+    /// (Sending a body larger than the server takes could fail to write once the server
+    /// has answered and closed; this cannot.)
+    fn post_headers_only(&self, path: &str, length: usize, key: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let addr = self.base.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+        write!(s, "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAuthorization: Bearer {key}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut response = Vec::new();
+        let _ = s.read_to_end(&mut response);
+        let response = String::from_utf8_lossy(&response).into_owned();
+        let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status in {response:?}"));
+        (status, response.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string()))
+    }
+
     fn chat(&self, body: &Value) -> Value {
         let (status, text) = self.post("/v1/chat/completions", &body.to_string(), None);
         assert_eq!(status, 200, "{text}");
@@ -207,7 +223,6 @@ fn serve_refuses_bad_requests_with_openai_errors_and_goes_on() {
             key,
             400,
         ),
-        ("a body over --max-body-mb", user(json!("x".repeat(2 << 20))).to_string(), key, 413),
         ("a prompt longer than the context", user(json!("hello ".repeat(20_000))).to_string().chars().take(1 << 20).collect::<String>(), key, 400),
     ];
     for (what, body, key, want) in cases {
@@ -216,9 +231,22 @@ fn serve_refuses_bad_requests_with_openai_errors_and_goes_on() {
         let error: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: the error is not JSON ({e}): {text}"));
         assert!(error["error"]["message"].as_str().is_some_and(|m| !m.is_empty()) && error["error"]["type"].is_string(), "{what}: {error}");
     }
+    let (status, text) = server.post_headers_only("/v1/chat/completions", 2 << 20, "secret");
+    assert_eq!(status, 413, "a body over --max-body-mb: {text}");
+    assert!(serde_json::from_str::<Value>(&text).is_ok_and(|e| e["error"]["message"].is_string()), "{text}");
     let (status, text) = server.post("/v1/nothing", "{}", key);
     assert_eq!(status, 404, "{text}");
     // And the next request is answered.
     let (status, text) = server.post("/v1/chat/completions", &user(json!("hi")).to_string(), key);
     assert_eq!(status, 200, "{text}");
+    // /metrics counts them, in Prometheus' text format.
+    let metrics = ureq::get(&format!("{}/metrics", server.base)).call().unwrap().into_string().unwrap();
+    let value = |line: &str| metrics.lines().find_map(|l| l.strip_prefix(line)?.trim().parse::<f64>().ok());
+    assert_eq!(value("sphinx_requests_total{status=\"200\"}"), Some(1.0), "{metrics}");
+    assert_eq!(value("sphinx_requests_total{status=\"401\"}"), Some(2.0), "{metrics}");
+    assert_eq!(value("sphinx_requests_total{status=\"413\"}"), Some(1.0), "{metrics}");
+    assert!(value("sphinx_requests_total{status=\"400\"}").is_some_and(|n| n >= 10.0), "{metrics}");
+    assert!(value("sphinx_completion_tokens_total").is_some_and(|n| n >= 1.0), "{metrics}");
+    assert_eq!(value("sphinx_queue_depth"), Some(0.0), "{metrics}");
+    assert!(value("sphinx_request_seconds_count").is_some_and(|n| n >= 1.0), "{metrics}");
 }

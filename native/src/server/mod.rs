@@ -4,6 +4,7 @@
 //! the model's thread (`worker.rs`), which streams each answer back as it is generated.
 
 mod errors;
+mod metrics;
 mod openai;
 mod stop;
 mod worker;
@@ -14,10 +15,9 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,6 +28,7 @@ use sphinx_core::generate::GenerationOptions;
 use sphinx_native::load::{ModelArgs, MAX_IMAGE_FILE};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
 
 use crate::SamplingArgs;
 use errors::ApiError;
@@ -71,6 +72,7 @@ struct AppState {
     model_id: String,
     card: ModelCard,
     next_id: AtomicU64,
+    metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -87,7 +89,8 @@ impl AppState {
 
 pub fn run_serve(a: ServeArgs) -> Result<()> {
     let (jobs, queue_rx) = mpsc::channel(a.queue.max(1));
-    let card = worker::start(a.model.clone(), a.sampling.device, queue_rx)?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let card = worker::start(a.model.clone(), a.sampling.device, queue_rx, metrics.clone())?;
     let model_id = a.model.model.file_name().map_or("sphinx".into(), |n| n.to_string_lossy().into_owned());
     let state = Arc::new(AppState {
         jobs,
@@ -99,26 +102,27 @@ pub fn run_serve(a: ServeArgs) -> Result<()> {
         model_id,
         card,
         next_id: AtomicU64::new(1),
+        metrics,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port)).await.with_context(|| format!("listening on {}:{}", a.host, a.port))?;
         let addr = listener.local_addr()?;
         println!("sphinx serve: listening on http://{addr}/v1 (model {})", a.model.model.display());
-        let app = router(state, a.max_body_mb);
+        let app = router(state);
         axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
         eprintln!("sphinx serve: stopped");
         Ok(())
     })
 }
 
-fn router(state: Arc<AppState>, max_body_mb: usize) -> Router {
+fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/v1/models", get(models))
+        .route("/metrics", get(|State(s): State<Arc<AppState>>| async move { ([("content-type", "text/plain; version=0.0.4")], s.metrics.render()) }))
         .route("/v1/chat/completions", post(chat_completions))
         .fallback(|| async { ApiError::not_found("no such endpoint: see /v1/models and /v1/chat/completions") })
-        .layer(DefaultBodyLimit::max(max_body_mb.saturating_mul(1 << 20)))
         .with_state(state)
 }
 
@@ -168,14 +172,19 @@ impl Drop for CancelOnDrop {
     }
 }
 
-async fn chat_completions(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+async fn chat_completions(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let response = answer_chat(&s, headers, body).await;
+    s.metrics.responded(response.status().as_u16());
+    response
+}
+
+async fn answer_chat(s: &Arc<AppState>, headers: HeaderMap, body: Body) -> Response {
     if let Err(e) = s.authorize(&headers) {
         return e.into_response();
     }
-    let body = match body {
+    let body = match read_body(body, &headers, s.max_body_mb).await {
         Ok(b) => b,
-        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => return ApiError::too_large(s.max_body_mb).into_response(),
-        Err(r) => return ApiError::bad_request(r.body_text()).into_response(),
+        Err(e) => return e.into_response(),
     };
     let request: ChatRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -191,7 +200,9 @@ async fn chat_completions(State(s): State<Arc<AppState>>, headers: HeaderMap, bo
     let (events, mut rx) = mpsc::unbounded_channel();
     let cancel = Arc::new(AtomicBool::new(false));
     let job = Job { id: id.clone(), prepared, events, cancel: cancel.clone(), queued_at: Instant::now() };
+    s.metrics.enqueued();
     if let Err(e) = s.jobs.try_send(job) {
+        s.metrics.refused_from_queue();
         return match e {
             mpsc::error::TrySendError::Full(_) => ApiError::busy(s.queue).into_response(),
             mpsc::error::TrySendError::Closed(_) => ApiError::internal("the model's thread has stopped").into_response(),
@@ -258,6 +269,26 @@ async fn chat_completions(State(s): State<Arc<AppState>>, headers: HeaderMap, bo
         }
     });
     Sse::new(ReceiverStream::new(sse_rx)).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// The request's body, at most `max_mb` MiB: a larger declared length is refused before
+/// anything is read, a longer body as soon as it passes the limit.
+async fn read_body(body: Body, headers: &HeaderMap, max_mb: usize) -> Result<Vec<u8>, ApiError> {
+    let limit = max_mb.saturating_mul(1 << 20);
+    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::too_large(max_mb));
+    }
+    let mut data = body.into_data_stream();
+    let mut out = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(chunk) = data.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        if out.len() + chunk.len() > limit {
+            return Err(ApiError::too_large(max_mb));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 /// A finished answer as OpenAI's `chat.completion` (with the parsed task answer beside

@@ -16,6 +16,7 @@ use sphinx_native::load::{encode_image_bytes, load_model, ModelArgs};
 use tokio::sync::mpsc;
 
 use super::errors::ApiError;
+use super::metrics::Metrics;
 use super::openai::{Prepared, Usage};
 use super::stop::StopMatcher;
 
@@ -54,7 +55,7 @@ pub struct ModelCard {
 }
 
 /// Starts the model's thread; returns once the model is loaded (or failed to load).
-pub fn start(model: ModelArgs, device: DeviceChoice, jobs: mpsc::Receiver<Job>) -> Result<ModelCard> {
+pub fn start(model: ModelArgs, device: DeviceChoice, jobs: mpsc::Receiver<Job>, metrics: Arc<Metrics>) -> Result<ModelCard> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new().name("sphinx-model".into()).spawn(move || {
         let loaded = match load_model(&model, device) {
@@ -66,13 +67,14 @@ pub fn start(model: ModelArgs, device: DeviceChoice, jobs: mpsc::Receiver<Job>) 
         };
         let card = ModelCard { variant: loaded.llama_type().name().to_string(), context_length: loaded.config.max_seq_len, multimodal: loaded.vision.is_some() };
         let _ = ready_tx.send(Ok(card));
-        serve_jobs(&loaded, &model, jobs);
+        serve_jobs(&loaded, &model, jobs, &metrics);
     })?;
     ready_rx.recv().map_err(|_| anyhow::anyhow!("the model thread stopped while loading"))?
 }
 
-fn serve_jobs(model: &SphinxModel, args: &ModelArgs, mut jobs: mpsc::Receiver<Job>) {
+fn serve_jobs(model: &SphinxModel, args: &ModelArgs, mut jobs: mpsc::Receiver<Job>, metrics: &Metrics) {
     while let Some(job) = jobs.blocking_recv() {
+        metrics.dequeued(job.queued_at.elapsed().as_secs_f64());
         if job.cancel.load(Ordering::Relaxed) || job.events.is_closed() {
             eprintln!("[{}] cancelled while queued ({:.2} s)", job.id, job.queued_at.elapsed().as_secs_f64());
             continue;
@@ -90,6 +92,7 @@ fn serve_jobs(model: &SphinxModel, args: &ModelArgs, mut jobs: mpsc::Receiver<Jo
                     finished.finish_reason,
                     if job.cancel.load(Ordering::Relaxed) && job.events.is_closed() { " (client left)" } else { "" }
                 );
+                metrics.answered(finished.usage.prompt_tokens, finished.usage.completion_tokens, job.queued_at.elapsed().as_secs_f64());
                 Event::Done(finished)
             }
             Err(e) => {
