@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use clap::Args;
 use sphinx_core::model::open_checkpoint;
-use sphinx_core::weights::{quantize_tensor, quantized_format, round_tensor_to_f16, BlockFormat, DType, EncoderWeights, Stored, TensorInfo, WeightSource};
+use sphinx_core::weights::{quantize_tensor, stored_form, round_tensor_to_f16, BlockFormat, DType, EncoderWeights, Stored, TensorInfo, WeightSource};
 use crate::model_dir::{open_model_dir_with, FileBytes};
 use crate::staging::Staging;
 
@@ -76,7 +76,7 @@ pub fn quantize_model_dir(model: &Path, to: BlockFormat, encoders: EncoderWeight
         if let Some(format) = info.dtype.block_format() {
             bail!("{} is already quantized ({name} is {}); quantize the 16- or 32-bit model instead", model.display(), format.name());
         }
-        let stored = quantized_format(&name, &info, to, encoders);
+        let stored = stored_form(&name, &info, to, encoders);
         let dtype = match stored {
             Stored::Kept => info.dtype,
             Stored::Blocks(format) => DType::of_blocks(format),

@@ -24,7 +24,7 @@ pub use manifest::{
 pub use precision::{held_bytes, HalfKind, WeightDtype};
 pub use sphinx_shaders::BlockFormat;
 pub use pth::PthFile;
-pub use quantize::{quantize_tensor, quantized_format, round_tensor_to_f16, EncoderWeights, Stored};
+pub use quantize::{quantize_tensor, stored_form, round_tensor_to_f16, EncoderWeights, Stored};
 pub use safetensors::{safetensors_header, write_safetensors, SafetensorsFile, BLOCKS_METADATA_KEY};
 pub use sharded::{ModelParallelSource, SplitRule};
 

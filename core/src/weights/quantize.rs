@@ -35,7 +35,7 @@ pub enum Stored {
 /// its mixed formats too), and, when `encoders` says so, the visual encoders' dense layers
 /// (to f16: all of them, whatever their width). Kept: norms, biases, rotary tables,
 /// convolutions, embeddings of the encoders and the projections into the LLM.
-pub fn quantized_format(name: &str, info: &TensorInfo, to: BlockFormat, encoders: EncoderWeights) -> Stored {
+pub fn stored_form(name: &str, info: &TensorInfo, to: BlockFormat, encoders: EncoderWeights) -> Stored {
     if !info.dtype.is_float() || !is_held_matrix(name, info.shape.len()) {
         return Stored::Kept;
     }

@@ -185,7 +185,7 @@ fn image_bytes(url: &str, policy: &ImagePolicy) -> Result<Vec<u8>, ApiError> {
         }
         let mime = header.trim_end_matches(";base64");
         if !matches!(mime, "image/png" | "image/jpeg" | "image/jpg" | "image/webp" | "image/gif" | "image/bmp") {
-            return Err(bad(format!("'{mime}' is not an image type this server decodes (PNG, JPEG, WebP)")));
+            return Err(bad(format!("'{mime}' is not an image type this server decodes (PNG, JPEG, WebP, GIF, BMP)")));
         }
         return base64::engine::general_purpose::STANDARD.decode(data.trim()).map_err(|e| bad(format!("the image's base64 data is invalid: {e}")));
     }
@@ -204,7 +204,7 @@ fn image_bytes(url: &str, policy: &ImagePolicy) -> Result<Vec<u8>, ApiError> {
     Err(bad("an image URL must be a data: URL (or file:// with --allow-files)".into()))
 }
 
-/// A finished answer, as `chat.completion`.
+/// Token counts of one answer, as OpenAI's `usage`.
 #[derive(Debug, Serialize)]
 pub struct Usage {
     pub prompt_tokens: usize,
