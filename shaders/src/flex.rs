@@ -237,20 +237,27 @@ fn widen(bits: &[u16], bf16: bool, dst: &mut [f32]) {
     }
 }
 
-/// A [rows, cols] f32 tensor whose value (r, c) is `value(scratch, r, c)`, computed
-/// [`OUTPUTS_PER_TASK`] at a time per rayon task; `scratch` makes each task's own buffer.
+/// A [rows, cols] f32 tensor whose value (r, c) is `value(scratch, r, c)`. A rayon task
+/// takes [`OUTPUTS_PER_TASK`] columns and computes each for every row in turn, so a
+/// weight row (one output column) is read from memory once for all the rows of x (the
+/// sequences of a decoding batch); each value is computed on its own, the same whatever
+/// the other rows. `scratch` makes each task's own buffer.
 fn each_output<S>(
     [rows, cols]: [usize; 2],
     scratch: impl Fn() -> S + Sync + Send,
     value: impl Fn(&mut S, usize, usize) -> f32 + Sync + Send,
 ) -> FlexTensor {
-    let mut out = vec![0f32; rows * cols];
-    out.par_chunks_mut(OUTPUTS_PER_TASK).enumerate().for_each_init(scratch, |s, (task, chunk)| {
+    let mut by_column = vec![0f32; cols * rows]; // [cols, rows]
+    by_column.par_chunks_mut(OUTPUTS_PER_TASK * rows.max(1)).enumerate().for_each_init(scratch, |s, (task, chunk)| {
         for (i, o) in chunk.iter_mut().enumerate() {
-            let flat = task * OUTPUTS_PER_TASK + i;
-            *o = value(s, flat / cols, flat % cols);
+            let flat = task * OUTPUTS_PER_TASK * rows + i;
+            *o = value(s, flat % rows, flat / rows);
         }
     });
+    let out = match rows {
+        1 => by_column,
+        _ => (0..rows * cols).map(|i| by_column[(i % cols) * rows + i / cols]).collect(),
+    };
     FlexTensor::from_data(TensorData::new(out, [rows, cols]))
 }
 

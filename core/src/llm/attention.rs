@@ -51,23 +51,42 @@ impl Attention {
         [&self.wq, &self.wk, &self.wv, &self.wo].iter().map(|l| l.device_bytes()).sum()
     }
 
-    /// x: [B, S, D] at positions `start..start + S` → [B, S, D]
-    pub fn forward(&self, x: Tensor<3>, start: usize, rope: &Rope, cache: &mut LayerCache, max_len: usize) -> Tensor<3> {
+    /// x: [B, S, D], B sequences each feeding S positions: sequence `i` at positions
+    /// `starts[i]..starts[i] + S` over its own cache `caches[i]` → [B, S, D]. The
+    /// projections take the whole batch; rotation, cache and attention go sequence by
+    /// sequence (each sequence's keys are its own, at its own length).
+    pub fn forward(&self, x: Tensor<3>, starts: &[usize], rope: &Rope, caches: &mut [&mut LayerCache], max_len: usize) -> Tensor<3> {
         let [b, s, _] = x.dims();
+        assert!(starts.len() == b && caches.len() == b, "attention: {b} sequences, {} starts, {} caches", starts.len(), caches.len());
         let (hq, hkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let q = rope.apply(self.wq.forward(x.clone()).reshape([b, s, hq, hd]), start);
-        let k = rope.apply(self.wk.forward(x.clone()).reshape([b, s, hkv, hd]), start);
-        let v = self.wv.forward(x).reshape([b, s, hkv, hd]);
-        let (k_all, v_all) = cache.append(k.swap_dims(1, 2), v.swap_dims(1, 2), start, max_len); // [B, Hkv, capacity, hd]
+        let q = self.wq.forward_seq(x.clone()).reshape([b, s, hq, hd]);
+        let k = self.wk.forward_seq(x.clone()).reshape([b, s, hkv, hd]);
+        let v = self.wv.forward_seq(x).reshape([b, s, hkv, hd]);
+        let one = |t: &Tensor<4>, i: usize| if b == 1 { t.clone() } else { t.clone().narrow(0, i, 1) };
+        let parts = (0..b)
+            .zip(caches.iter_mut())
+            .map(|(i, cache)| self.attend_cached(one(&q, i), one(&k, i), one(&v, i), starts[i], rope, cache, max_len))
+            .collect();
+        self.wo.forward_seq(cat_parts(parts, 0))
+    }
+
+    /// One sequence: q [1, S, Hq, hd], k and v [1, S, Hkv, hd] at positions
+    /// `start..start + S`, not yet rotated; k, v join `cache` → [1, S, Hq·hd].
+    #[allow(clippy::too_many_arguments)]
+    fn attend_cached(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, start: usize, rope: &Rope, cache: &mut LayerCache, max_len: usize) -> Tensor<3> {
+        let [b, s, hq, hd] = q.dims();
+        let hkv = self.n_kv_heads;
+        let (q, k) = (rope.apply(q, start), rope.apply(k, start));
+        let (k_all, v_all) = cache.append(k.swap_dims(1, 2), v.swap_dims(1, 2), start, max_len); // [1, Hkv, capacity, hd]
         let t = start + s;
-        let out = match self.score_tile_bytes {
+        match self.score_tile_bytes {
             None => {
                 // The fused kernel over the cache: no score matrix, no mask.
                 let n_rep = hq / hkv;
                 let capacity = k_all.dims()[2];
-                let q = q.swap_dims(1, 2).reshape([b * hkv, n_rep * s, hd]); // [B·Hkv, n_rep·S, hd]
+                let q = q.swap_dims(1, 2).reshape([b * hkv, n_rep * s, hd]); // [Hkv, n_rep·S, hd]
                 let (k_all, v_all) = (k_all.reshape([b * hkv, capacity, hd]), v_all.reshape([b * hkv, capacity, hd]));
-                let out = attention(q, k_all, v_all, t, start, s, 1.0 / (hd as f32).sqrt()); // [B·Hkv, n_rep·S, hd]
+                let out = attention(q, k_all, v_all, t, start, s, 1.0 / (hd as f32).sqrt()); // [Hkv, n_rep·S, hd]
                 out.reshape([b, hq, s, hd]).swap_dims(1, 2).reshape([b, s, hq * hd])
             }
             Some(tile_bytes) => {
@@ -78,16 +97,15 @@ impl Attention {
                     .step_by(tile)
                     .map(|i0| {
                         let len = tile.min(s - i0);
-                        let q_tile = q.clone().narrow(1, i0, len); // [B, len, Hq, hd]
+                        let q_tile = q.clone().narrow(1, i0, len); // [1, len, Hq, hd]
                         let seen = start + i0 + len; // keys after the tile's last query are all masked
                         let (k_seen, v_seen) = (k_all.clone().narrow(2, 0, seen), v_all.clone().narrow(2, 0, seen));
                         self.attend(q_tile, k_seen, v_seen, start + i0)
                     })
                     .collect();
-                cat_parts(parts, 1) // [B, S, Hq·hd]
+                cat_parts(parts, 1) // [1, S, Hq·hd]
             }
-        };
-        self.wo.forward(out)
+        }
     }
 
     /// Causal attention of queries q: [B, S, Hq, hd] at positions `start..start + S` over

@@ -31,8 +31,8 @@ impl FeedForward {
         [&self.w1, &self.w2, &self.w3].iter().map(|l| l.device_bytes()).sum()
     }
 
-    /// x: [B, S, D] → [B, S, D]
+    /// x: [B, S, D] (B sequences of S positions) → [B, S, D]
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.w2.forward(swiglu(self.w1.forward(x.clone()), self.w3.forward(x)))
+        self.w2.forward_seq(swiglu(self.w1.forward_seq(x.clone()), self.w3.forward_seq(x)))
     }
 }

@@ -10,8 +10,9 @@ use super::cat_parts;
 use crate::error::WeightError;
 use crate::weights::{WeightLoader, WeightSource};
 
-/// At most this many rows go through the matrix-vector kernel, which reads each weight
-/// word once per row; longer inputs (prefill) go through [`matmul_packed`].
+/// At most this many rows (for the LLM: positions per sequence) go through the
+/// matrix-vector kernels, which compute each row on its own; longer inputs (prefill)
+/// go through [`matmul_widened`].
 const MATVEC_MAX_ROWS: usize = 4;
 
 /// Values of a packed matrix widened to f32 at a time in [`matmul_packed`] (32 MiB): a
@@ -95,19 +96,42 @@ impl Linear {
     /// x: [..., in] → [..., out]
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let dims = x.dims();
-        let inp = dims[D - 1];
         let rows = dims[..D - 1].iter().product::<usize>();
-        let x = x.reshape([rows, inp]);
-        let y = match &self.weight {
-            Matrix::Dense(w) => x.matmul(w.clone().transpose()),
-            Matrix::Packed(w) if rows <= MATVEC_MAX_ROWS => matvec_packed(x, w),
-            Matrix::Packed(w) => matmul_widened(x, w.dims(), |start, len| unpack_words(w.words.clone().narrow(0, start, len), w.kind)),
-            Matrix::Blocks(w) if rows <= MATVEC_MAX_ROWS => matvec_blocks(x, w),
-            Matrix::Blocks(w) => matmul_widened(x, w.dims(), |start, len| dequantize_blocks(w.words.clone().narrow(0, start, len), w.format)),
-        };
+        let y = self.rows(x.reshape([rows, dims[D - 1]]), rows <= MATVEC_MAX_ROWS);
         let mut out = dims;
         out[D - 1] = self.weight.dims()[0];
         y.reshape(out)
+    }
+
+    /// The LLM's projection of a batch of sequences: x [B, S, in], each of the B
+    /// sequences feeding S positions → [B, S, out]. Each sequence's rows are computed
+    /// exactly as if it were alone (a decoding step of many sequences gives each the
+    /// numbers a single-sequence step gives it, docs/design.md §11): S ≤ 4 positions go
+    /// through the matrix-vector kernels, which compute every row on its own, and f32
+    /// weights multiply each sequence separately.
+    pub fn forward_seq(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, s, inp] = x.dims();
+        let out = self.weight.dims()[0];
+        let matvec = s <= MATVEC_MAX_ROWS;
+        let y = match &self.weight {
+            Matrix::Dense(_) if b > 1 => {
+                let parts = (0..b).map(|i| self.rows(x.clone().narrow(0, i, 1).reshape([s, inp]), matvec)).collect();
+                cat_parts(parts, 0)
+            }
+            _ => self.rows(x.reshape([b * s, inp]), matvec),
+        };
+        y.reshape([b, s, out])
+    }
+
+    /// x [rows, in] · Wᵀ → [rows, out]; `matvec`: through the matrix-vector kernels.
+    fn rows(&self, x: Tensor<2>, matvec: bool) -> Tensor<2> {
+        match &self.weight {
+            Matrix::Dense(w) => x.matmul(w.clone().transpose()),
+            Matrix::Packed(w) if matvec => matvec_packed(x, w),
+            Matrix::Packed(w) => matmul_widened(x, w.dims(), |start, len| unpack_words(w.words.clone().narrow(0, start, len), w.kind)),
+            Matrix::Blocks(w) if matvec => matvec_blocks(x, w),
+            Matrix::Blocks(w) => matmul_widened(x, w.dims(), |start, len| dequantize_blocks(w.words.clone().narrow(0, start, len), w.format)),
+        }
     }
 }
 

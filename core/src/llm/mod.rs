@@ -25,13 +25,22 @@ pub async fn read_f32<const D: usize>(t: burn::tensor::Tensor<D>) -> Result<Vec<
 /// The index of the largest logit of `logits` [1, vocab], computed on the device: only
 /// the id comes back, not the vocabulary's logits (greedy decoding).
 pub async fn read_argmax(logits: burn::tensor::Tensor<2>) -> Result<u32, crate::error::GenerateError> {
-    let [rows, _] = logits.dims();
-    let data = sphinx_shaders::argmax(logits).into_data_async().await.map_err(|e| crate::error::GenerateError::Readback(format!("{e:?}")))?;
-    let ids = data.convert::<i64>().try_into_vec::<i64>().map_err(|e| crate::error::GenerateError::Readback(format!("{e:?}")))?;
-    match ids.as_slice() {
-        [id] if rows == 1 => u32::try_from(*id).map_err(|_| crate::error::GenerateError::Readback(format!("argmax gave {id}"))),
-        _ => Err(crate::error::GenerateError::Readback(format!("argmax over {rows} rows gave {} ids", ids.len()))),
+    match read_argmax_rows(logits).await?.as_slice() {
+        [id] => Ok(*id),
+        ids => Err(crate::error::GenerateError::Readback(format!("argmax of one row gave {} ids", ids.len()))),
     }
+}
+
+/// [`read_argmax`] of every row of `logits` [rows, vocab]: one readback of `rows` ids.
+pub async fn read_argmax_rows(logits: burn::tensor::Tensor<2>) -> Result<Vec<u32>, crate::error::GenerateError> {
+    use crate::error::GenerateError::Readback;
+    let [rows, _] = logits.dims();
+    let data = sphinx_shaders::argmax(logits).into_data_async().await.map_err(|e| Readback(format!("{e:?}")))?;
+    let ids = data.convert::<i64>().try_into_vec::<i64>().map_err(|e| Readback(format!("{e:?}")))?;
+    if ids.len() != rows {
+        return Err(Readback(format!("argmax over {rows} rows gave {} ids", ids.len())));
+    }
+    ids.into_iter().map(|id| u32::try_from(id).map_err(|_| Readback(format!("argmax gave {id}")))).collect()
 }
 
 /// The parts joined along `dim`, without a copy when there is only one.

@@ -17,7 +17,7 @@ use crate::config::{LlmConfig, MoeConfig};
 use crate::error::{GenerateError, WeightError};
 use crate::weights::{WeightLoader, WeightSource};
 
-/// Chunks of at most this many tokens take the device path.
+/// Chunks of at most this many positions per sequence take the device path.
 const DEVICE_ROUTING_MAX_TOKENS: usize = 4;
 
 #[derive(Debug, Clone)]
@@ -48,14 +48,16 @@ impl Moe {
         self.gate.device_bytes() + experts
     }
 
-    /// x: [B, S, D] → [B, S, D]
+    /// x: [B, S, D] (B sequences of S positions) → [B, S, D]. Every token's experts are
+    /// computed on their own on the device path, so a decoding step of B sequences
+    /// gives each the numbers it would get alone.
     pub async fn forward(&self, x: Tensor<3>) -> Result<Tensor<3>, GenerateError> {
         let [b, s, d] = x.dims();
         let n = b * s;
+        let scores = self.gate.forward_seq(x.clone()).reshape([n, self.cfg.num_experts]); // [N, E]
         let x = x.reshape([n, d]);
-        let scores = self.gate.forward(x.clone()); // [N, E]
         let k = self.cfg.experts_per_token;
-        if n <= DEVICE_ROUTING_MAX_TOKENS {
+        if s <= DEVICE_ROUTING_MAX_TOKENS {
             return Ok(moe_ffn(x, scores, &self.w1, &self.w2, &self.w3, k).reshape([b, s, d]));
         }
         let scores = read_f32(scores).await?;

@@ -5,7 +5,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::attention::Attention;
 use super::feed_forward::FeedForward;
-use super::kv_cache::KvCache;
+use super::kv_cache::{KvCache, LayerCache};
 use super::linear::{Linear, Matrix};
 use super::moe::Moe;
 use super::rms_norm::RmsNorm;
@@ -117,16 +117,45 @@ impl Llm {
     /// Feeds embeddings h: [1, S, D] (text, or BOS + image tokens + text) at the cache's
     /// position, RoPE positions continuing from it; returns the last logits [1, vocab].
     pub async fn forward_embeds(&self, h: Tensor<3>, cache: &mut KvCache) -> Result<Tensor<2>, GenerateError> {
+        if h.dims()[0] != 1 {
+            return Err(GenerateError::BadOption(format!("forward_embeds takes one sequence, not {}", h.dims()[0])));
+        }
+        self.forward_sequences(h, &mut [cache]).await
+    }
+
+    /// One decoding step of several sequences (continuous batching, docs/design.md §11):
+    /// `tokens[i]` is fed to `caches[i]` at that cache's own position → logits
+    /// [N, vocab], row `i` exactly what `forward(&[tokens[i]], caches[i])` gives.
+    pub async fn forward_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor<2>, GenerateError> {
+        if tokens.len() != caches.len() {
+            return Err(GenerateError::BadOption(format!("{} tokens for {} sequences", tokens.len(), caches.len())));
+        }
+        if tokens.is_empty() {
+            return Err(GenerateError::BadOption("nothing to feed: the batch has no sequences".into()));
+        }
+        let h = self.embed(tokens).reshape([tokens.len(), 1, self.config.dim]); // [N, 1, D]
+        self.forward_sequences(h, caches).await
+    }
+
+    /// h: [B, S, D], sequence `i` fed to `caches[i]` at its position → the last
+    /// position's logits of each, [B, vocab].
+    async fn forward_sequences(&self, h: Tensor<3>, caches: &mut [&mut KvCache]) -> Result<Tensor<2>, GenerateError> {
         let [b, s, d] = h.dims();
         if s == 0 {
             return Err(GenerateError::BadOption("nothing to feed: the input has no tokens".into()));
         }
-        cache.reserve(s)?;
-        let start = cache.pos();
-        let max_len = cache.max_seq_len();
+        let max_len = self.config.max_seq_len;
+        for cache in caches.iter() {
+            if cache.max_seq_len() != max_len || cache.layers.len() != self.layers.len() {
+                return Err(GenerateError::BadOption("the KV cache was made for another model (Llm::new_cache makes one)".into()));
+            }
+            cache.reserve(s)?;
+        }
+        let starts: Vec<usize> = caches.iter().map(|c| c.pos()).collect();
         let mut h = h;
-        for (block, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let a = block.attention.forward(block.attention_norm.forward(h.clone()), start, &self.rope, lc, max_len);
+        for (l, block) in self.layers.iter().enumerate() {
+            let mut layer_caches: Vec<&mut LayerCache> = caches.iter_mut().map(|c| &mut c.layers[l]).collect();
+            let a = block.attention.forward(block.attention_norm.forward(h.clone()), &starts, &self.rope, &mut layer_caches, max_len);
             h = h.add(a);
             let x = block.ffn_norm.forward(h.clone());
             let f = match &block.feed_forward {
@@ -135,8 +164,8 @@ impl Llm {
             };
             h = h.add(f);
         }
-        cache.advance(s);
+        caches.iter_mut().for_each(|c| c.advance(s));
         let last = h.slice([0..b, s - 1..s, 0..d]);
-        Ok(self.output.forward(self.norm.forward(last)).reshape([b, self.config.vocab_size]))
+        Ok(self.output.forward_seq(self.norm.forward(last)).reshape([b, self.config.vocab_size]))
     }
 }
