@@ -2,93 +2,12 @@
 //! on the CPU: answers equal the CLI's greedy answers, streamed or not, and every bad
 //! request gets its documented status and OpenAI-style error while the server goes on.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
-
-const MICRO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/sphinx-micro");
-
-/// A running `sphinx serve`, stopped when dropped.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sphinx"))
-            .args(["serve", "--port", "0", "--device", "cpu"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("sphinx serve starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("the address line");
-        let base = line.split("http://").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or_else(|| panic!("no address in {line:?}"));
-        Self { child, base: format!("http://{}", base.trim_end_matches("/v1")) }
-    }
-
-    /// POSTs `body` to `path`: (status, body text).
-    fn post(&self, path: &str, body: &str, key: Option<&str>) -> (u16, String) {
-        let mut req = ureq::post(&format!("{}{path}", self.base)).set("Content-Type", "application/json");
-        if let Some(k) = key {
-            req = req.set("Authorization", &format!("Bearer {k}"));
-        }
-        match req.send_string(body) {
-            Ok(r) => (r.status(), r.into_string().unwrap()),
-            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
-            Err(e) => panic!("{path}: {e}"),
-        }
-    }
-
-    /// Sends only a POST's headers, declaring `length` bytes of body: (status, body text).
-    /// (Sending a body larger than the server takes could fail to write once the server
-    /// has answered and closed; this cannot.)
-    fn post_headers_only(&self, path: &str, length: usize, key: &str) -> (u16, String) {
-        use std::io::{Read, Write};
-        let addr = self.base.trim_start_matches("http://");
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
-        write!(s, "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAuthorization: Bearer {key}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n").unwrap();
-        let mut response = Vec::new();
-        let _ = s.read_to_end(&mut response);
-        let response = String::from_utf8_lossy(&response).into_owned();
-        let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status in {response:?}"));
-        (status, response.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string()))
-    }
-
-    fn chat(&self, body: &Value) -> Value {
-        let (status, text) = self.post("/v1/chat/completions", &body.to_string(), None);
-        assert_eq!(status, 200, "{text}");
-        serde_json::from_str(&text).unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The CLI's greedy answer (`sphinx generate --json`).
-fn cli_answer(args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_sphinx"))
-        .args(["generate", "--temperature", "0", "--device", "cpu", "--json"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn image_data_url() -> String {
-    use base64::Engine;
-    let png = std::fs::read(format!("{MICRO}/example.png")).unwrap();
-    format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png))
-}
+use support::{cli_answer, image_data_url, Server, MICRO};
 
 #[test]
 fn serve_answers_as_the_cli_does_streamed_or_not() {

@@ -47,7 +47,7 @@ fn batched(model: &SphinxModel, requests: &[Request]) -> (Vec<(Vec<u32>, String,
         }
         widest = widest.max(batch.len());
         pollster::block_on(batch.advance(&model.llm, &model.tokenizer)).expect("advances");
-        for (&i, seq) in batch.iter_mut() {
+        for (&mut i, seq) in batch.iter_mut() {
             streamed[i].push_str(&seq.take_text());
         }
         for (i, seq) in batch.take_finished() {

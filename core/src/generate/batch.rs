@@ -35,8 +35,8 @@ impl<K> Batch<K> {
     }
 
     /// The running sequences, oldest first.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut Sequence)> {
-        self.running.iter_mut().map(|(k, s)| (&*k, s))
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&mut K, &mut Sequence)> {
+        self.running.iter_mut().map(|(k, s)| (k, s))
     }
 
     /// One prefill chunk (of the oldest sequence still prefilling), then one token for
@@ -54,9 +54,14 @@ impl<K> Batch<K> {
 
     /// Removes and returns the finished sequences.
     pub fn take_finished(&mut self) -> Vec<(K, Sequence)> {
-        let (done, running) = std::mem::take(&mut self.running).into_iter().partition(|(_, s)| s.is_finished());
+        self.take_if(|_, s| s.is_finished())
+    }
+
+    /// Removes and returns the sequences `leave` picks (finished ones, abandoned ones).
+    pub fn take_if(&mut self, leave: impl Fn(&K, &Sequence) -> bool) -> Vec<(K, Sequence)> {
+        let (gone, running) = std::mem::take(&mut self.running).into_iter().partition(|(k, s)| leave(k, s));
         self.running = running;
-        done
+        gone
     }
 
     /// Removes and returns every sequence (after an error, say).

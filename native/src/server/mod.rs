@@ -1,7 +1,8 @@
 //! `sphinx serve`: an OpenAI-compatible HTTP API over one loaded model (README, "HTTP
 //! server"), on axum + tokio. Requests are checked and translated on the async side
-//! (`openai.rs`), queued (bounded: a full queue is a 503), and answered one at a time by
-//! the model's thread (`worker.rs`), which streams each answer back as it is generated.
+//! (`openai.rs`), queued (bounded: a full queue is a 503), and answered by the model's
+//! thread (`worker.rs`), up to `--parallel` at once in one batch, which streams each
+//! answer back as it is generated.
 
 mod errors;
 mod metrics;
@@ -54,7 +55,11 @@ pub struct ServeArgs {
     /// Largest request body in MiB (images come inside it, base64-encoded).
     #[arg(long, default_value_t = 20)]
     max_body_mb: usize,
-    /// Requests that may wait for the model; more are refused with 503.
+    /// Requests decoded together (continuous batching): each step feeds every running
+    /// answer's last token in one forward pass, so N answers cost far less than N times one.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    parallel: u16,
+    /// Requests that may wait for a place in the batch; more are refused with 503.
     #[arg(long, default_value_t = 16)]
     queue: usize,
     /// Let `file://` image URLs read images under this directory.
@@ -90,7 +95,7 @@ impl AppState {
 pub fn run_serve(a: ServeArgs) -> Result<()> {
     let (jobs, queue_rx) = mpsc::channel(a.queue.max(1));
     let metrics = Arc::new(metrics::Metrics::default());
-    let card = worker::start(a.model.clone(), a.sampling.device, queue_rx, metrics.clone())?;
+    let card = worker::start(a.model.clone(), a.sampling.device, queue_rx, metrics.clone(), usize::from(a.parallel))?;
     let model_id = a.model.model.file_name().map_or("sphinx".into(), |n| n.to_string_lossy().into_owned());
     let state = Arc::new(AppState {
         jobs,
@@ -199,7 +204,7 @@ async fn answer_chat(s: &Arc<AppState>, headers: HeaderMap, body: Body) -> Respo
     let id = format!("chatcmpl-{}", s.next_id.fetch_add(1, Ordering::Relaxed));
     let (events, mut rx) = mpsc::unbounded_channel();
     let cancel = Arc::new(AtomicBool::new(false));
-    let job = Job { id: id.clone(), prepared, events, cancel: cancel.clone(), queued_at: Instant::now() };
+    let job = Job { id: id.clone(), prepared, events, cancel: cancel.clone(), queued_at: Instant::now(), started_at: None };
     s.metrics.enqueued();
     if let Err(e) = s.jobs.try_send(job) {
         s.metrics.refused_from_queue();
