@@ -4,6 +4,7 @@
 //! thread (`worker.rs`), up to `--parallel` at once in one batch, which streams each
 //! answer back as it is generated.
 
+pub(crate) mod demo;
 mod errors;
 mod metrics;
 mod openai;
@@ -65,6 +66,13 @@ pub struct ServeArgs {
     /// Let `file://` image URLs read images under this directory.
     #[arg(long)]
     allow_files: Option<PathBuf>,
+    /// The `web/` directory whose demo page (running the model in the browser) is served
+    /// at `/`, with the model converted to the web format on the page's first request.
+    #[arg(long, default_value = demo::WEB_DIR)]
+    web: PathBuf,
+    /// Serve the API only: no demo page, no web conversion.
+    #[arg(long)]
+    no_demo: bool,
 }
 
 struct AppState {
@@ -109,26 +117,58 @@ pub fn run_serve(a: ServeArgs) -> Result<()> {
         next_id: AtomicU64::new(1),
         metrics,
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port)).await.with_context(|| format!("listening on {}:{}", a.host, a.port))?;
-        let addr = listener.local_addr()?;
-        println!("sphinx serve: listening on http://{addr}/v1 (model {})", a.model.model.display());
-        let app = router(state);
-        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
-        eprintln!("sphinx serve: stopped");
-        Ok(())
+    let demo = (!a.no_demo).then(|| demo::DemoFiles::new(a.web.clone(), a.model.model.clone()));
+    let app = router(state, demo.clone());
+    let model = a.model.model.display().to_string();
+    serve_until_signal(&a.host, a.port, app, demo.as_deref(), |addr| {
+        println!("sphinx serve: listening on http://{addr}/v1 (model {model}); demo page at http://{addr}/demo/");
     })
 }
 
-fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+/// How long open connections get to finish after SIGINT/SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves `app` on `host:port` until SIGINT or SIGTERM; then open connections get
+/// [`SHUTDOWN_GRACE`] to finish (a client that stopped reading would hold them forever),
+/// and the files this run made for the demo are removed.
+pub(crate) fn serve_until_signal(host: &str, port: u16, app: Router, demo: Option<&demo::DemoFiles>, announce: impl FnOnce(std::net::SocketAddr)) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let served = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((host, port)).await.with_context(|| format!("listening on {host}:{port}"))?;
+        announce(listener.local_addr()?);
+        let stopping = Arc::new(tokio::sync::Notify::new());
+        let notify = stopping.clone();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            notify.notify_one();
+        });
+        tokio::select! {
+            r = server => r?,
+            () = async { stopping.notified().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+                eprintln!("sphinx serve: closing the connections still open after {} s", SHUTDOWN_GRACE.as_secs());
+            }
+        }
+        anyhow::Ok(())
+    });
+    if let Some(d) = demo {
+        d.remove_temporary();
+    }
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    eprintln!("sphinx serve: stopped");
+    served
+}
+
+fn router(state: Arc<AppState>, demo: Option<Arc<demo::DemoFiles>>) -> Router {
+    let api = Router::new()
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/v1/models", get(models))
         .route("/metrics", get(|State(s): State<Arc<AppState>>| async move { ([("content-type", "text/plain; version=0.0.4")], s.metrics.render()) }))
         .route("/v1/chat/completions", post(chat_completions))
-        .fallback(|| async { ApiError::not_found("no such endpoint: see /v1/models and /v1/chat/completions") })
-        .with_state(state)
+        .with_state(state);
+    match demo {
+        Some(files) => api.merge(demo::routes(files)),
+        None => api.fallback(|| async { ApiError::not_found("no such endpoint: see /v1/models and /v1/chat/completions") }),
+    }
 }
 
 async fn shutdown_signal() {

@@ -23,13 +23,19 @@ impl Server {
 
     /// A server whose per-request log lines go to `log`.
     pub fn start_logging(extra: &[&str], log: Stdio) -> Self {
-        let mut child = Command::new(sphinx_bin())
-            .args(["serve", "--port", "0", "--device", "cpu"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("sphinx serve starts");
+        Self::spawn(Command::new(sphinx_bin()).args(["serve", "--port", "0", "--device", "cpu"]).args(extra).stderr(log))
+    }
+
+    /// A server whose temporary files go under `tmp` (`TMPDIR`), and whose display-less
+    /// runtime directory (`process.rs`) is `runtime`.
+    pub fn start_with_tmp(extra: &[&str], tmp: &std::path::Path, runtime: &std::path::Path) -> Self {
+        let mut command = Command::new(sphinx_bin());
+        command.args(["serve", "--port", "0", "--device", "cpu"]).args(extra).env("TMPDIR", tmp).env("XDG_RUNTIME_DIR", runtime);
+        Self::spawn(command.stderr(Stdio::inherit()))
+    }
+
+    fn spawn(command: &mut Command) -> Self {
+        let mut child = command.stdout(Stdio::piped()).spawn().expect("sphinx serve starts");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("the address line");
         let base = line.split("http://").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or_else(|| panic!("no address in {line:?}"));
@@ -63,6 +69,20 @@ impl Server {
         let response = String::from_utf8_lossy(&response).into_owned();
         let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status in {response:?}"));
         (status, response.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string()))
+    }
+
+    /// Sends SIGTERM and waits (at most a minute) for the server to exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success(), "kill -TERM {pid}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "sphinx serve did not exit within a minute of SIGTERM");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     pub fn chat(&self, body: &Value) -> Value {
