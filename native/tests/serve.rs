@@ -15,6 +15,8 @@ fn serve_answers_as_the_cli_does_streamed_or_not() {
     assert_eq!(ureq::get(&format!("{}/health", server.base)).call().unwrap().status(), 200);
     let models: Value = serde_json::from_str(&ureq::get(&format!("{}/v1/models", server.base)).call().unwrap().into_string().unwrap()).unwrap();
     assert_eq!(models["data"][0]["id"], "sphinx-micro", "{models}");
+    assert_eq!(models["data"][0]["sphinx"]["format"], "bf16", "{models}");
+    assert_eq!(models["data"][0]["sphinx"]["parallel"], 4, "{models}");
 
     // A text chat.
     let want = cli_answer(&["--prompt", "What shapes are there?", "--max-tokens", "24"]);

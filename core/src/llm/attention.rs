@@ -46,6 +46,11 @@ impl Attention {
         })
     }
 
+    /// How the query projection's weights are held (`Matrix::format_name`).
+    pub fn weight_format(&self) -> &'static str {
+        self.wq.weight.format_name()
+    }
+
     /// Bytes of the four projections on the device.
     pub fn device_bytes(&self) -> usize {
         [&self.wq, &self.wk, &self.wv, &self.wo].iter().map(|l| l.device_bytes()).sum()

@@ -62,6 +62,15 @@ impl Matrix {
         }
     }
 
+    /// How the values are held: `f32`, `f16`, `bf16`, `q8_0` or `q4_0`.
+    pub fn format_name(&self) -> &'static str {
+        match self {
+            Matrix::Dense(_) => "f32",
+            Matrix::Packed(p) => p.kind.name(),
+            Matrix::Blocks(b) => b.format.name(),
+        }
+    }
+
     /// Bytes on the device.
     pub fn device_bytes(&self) -> usize {
         match self {

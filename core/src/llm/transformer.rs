@@ -95,6 +95,20 @@ impl Llm {
         (self.tok_embeddings.device_bytes() + layers + self.norm.device_bytes() + self.output.device_bytes()) as u64
     }
 
+    /// How the weights are held: the decoder layers' format (as their query projection
+    /// holds it), then the output head's and the embedding's where they differ, e.g.
+    /// `q4_0` or `q4_0, output q8_0`.
+    pub fn weight_format(&self) -> String {
+        let layers = self.layers.first().map_or("none", |b| b.attention.weight_format());
+        let mut out = layers.to_string();
+        for (what, m) in [("output", &self.output.weight), ("embedding", &self.tok_embeddings)] {
+            if m.format_name() != layers {
+                out += &format!(", {what} {}", m.format_name());
+            }
+        }
+        out
+    }
+
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.config.n_layers, self.config.max_seq_len)
     }

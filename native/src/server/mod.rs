@@ -201,7 +201,10 @@ async fn models(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response 
             "object": "model",
             "created": 0,
             "owned_by": "sphinx-webgpu",
-            "sphinx": { "variant": s.card.variant, "context_length": s.card.context_length, "multimodal": s.card.multimodal },
+            "sphinx": {
+                "variant": s.card.variant, "format": s.card.format, "context_length": s.card.context_length,
+                "multimodal": s.card.multimodal, "parallel": s.card.parallel,
+            },
         }],
     }))
     .into_response()

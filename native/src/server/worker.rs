@@ -55,6 +55,9 @@ pub struct ModelCard {
     pub variant: String,
     pub context_length: usize,
     pub multimodal: bool,
+    /// How the LLM's weights are held (`Llm::weight_format`).
+    pub format: String,
+    pub parallel: usize,
 }
 
 /// Starts the model's thread; returns once the model is loaded (or failed to load).
@@ -68,7 +71,7 @@ pub fn start(model: ModelArgs, device: DeviceChoice, jobs: mpsc::Receiver<Job>, 
                 return;
             }
         };
-        let card = ModelCard { variant: loaded.llama_type().name().to_string(), context_length: loaded.config.max_seq_len, multimodal: loaded.vision.is_some() };
+        let card = ModelCard { variant: loaded.llama_type().name().to_string(), context_length: loaded.config.max_seq_len, multimodal: loaded.vision.is_some(), format: loaded.llm.weight_format(), parallel };
         let _ = ready_tx.send(Ok(card));
         serve_jobs(&loaded, &model, jobs, &metrics, parallel);
     })?;
