@@ -2,7 +2,8 @@
 //! at once (text questions and image tasks, streamed or not); every request is answered,
 //! none is lost or mixed up — each greedy answer equals the answer the server gives the
 //! same request alone — and the run prints throughput and latency percentiles.
-//! `SPHINX_LOAD_PARALLEL=1,4` compares batch sizes; `SPHINX_BIN` picks a (release) binary.
+//! `SPHINX_LOAD_PARALLEL=1,4` compares batch sizes; `SPHINX_BIN` picks a (release) binary;
+//! `SPHINX_LOAD_MODEL=DIR` serves another model (text questions only) for load figures.
 
 mod support;
 
@@ -15,8 +16,8 @@ use support::{image_data_url, Server};
 const CLIENTS: usize = 32;
 const REQUESTS_PER_CLIENT: usize = 8;
 
-/// The distinct requests: text questions of several lengths and image tasks.
-fn requests() -> Vec<Value> {
+/// The distinct requests: text questions of several lengths and, with `images`, image tasks.
+fn requests(images: bool) -> Vec<Value> {
     let text = |q: &str, max: u32| json!({ "messages": [{ "role": "user", "content": q }], "temperature": 0, "max_tokens": max });
     let image = |task: &str, q: &str, max: u32| {
         json!({
@@ -24,16 +25,17 @@ fn requests() -> Vec<Value> {
             "sphinx": { "task": task }, "temperature": 0, "max_tokens": max,
         })
     };
-    vec![
+    let mut all = vec![
         text("What shapes are there?", 16),
         text("Describe the picture in detail.", 24),
         text("How many circles are there?", 8),
         text("What colour is the square?", 12),
         text("Is there a triangle?", 20),
-        image("ground", "the red circle", 32),
-        image("vqa", "What colour is the circle?", 12),
-        image("short-caption", "", 24),
-    ]
+    ];
+    if images {
+        all.extend([image("ground", "the red circle", 32), image("vqa", "What colour is the circle?", 12), image("short-caption", "", 24)]);
+    }
+    all
 }
 
 /// One chat completion: (answer text, completion tokens), streamed or not.
@@ -65,9 +67,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[test]
 fn serve_answers_every_request_under_load_as_alone() {
     let parallels = std::env::var("SPHINX_LOAD_PARALLEL").unwrap_or_else(|_| "4".into());
-    let bodies = requests();
+    let model = std::env::var("SPHINX_LOAD_MODEL").ok();
+    let bodies = requests(model.is_none());
     for parallel in parallels.split(',') {
-        let server = Server::start_logging(&["--parallel", parallel, "--queue", "64"], Stdio::null());
+        let mut args = vec!["--parallel", parallel, "--queue", "64", "--no-demo"];
+        if let Some(m) = &model {
+            args.extend(["--model", m.as_str()]);
+        }
+        let server = Server::start_logging(&args, Stdio::null());
         let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(600)).build();
         let alone: Vec<(String, u64)> = bodies.iter().map(|b| ask(&agent, &server.base, b, false)).collect();
 
