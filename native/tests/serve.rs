@@ -169,5 +169,6 @@ fn serve_refuses_bad_requests_with_openai_errors_and_goes_on() {
     assert!(value("sphinx_requests_total{status=\"400\"}").is_some_and(|n| n >= 10.0), "{metrics}");
     assert!(value("sphinx_completion_tokens_total").is_some_and(|n| n >= 1.0), "{metrics}");
     assert_eq!(value("sphinx_queue_depth"), Some(0.0), "{metrics}");
+    assert_eq!(value("sphinx_running_requests"), Some(0.0), "{metrics}");
     assert!(value("sphinx_request_seconds_count").is_some_and(|n| n >= 1.0), "{metrics}");
 }

@@ -18,6 +18,8 @@ struct Counts {
     completion_tokens: u64,
     /// Requests waiting for the model.
     queued: i64,
+    /// Requests in the batch (prefilling or decoding).
+    running: usize,
     /// From arrival to the last token.
     request_seconds: Histogram,
     /// From arrival to the model taking the request.
@@ -78,6 +80,11 @@ impl Metrics {
         });
     }
 
+    /// The batch now holds `n` requests.
+    pub fn running(&self, n: usize) {
+        self.with(|c| c.running = n);
+    }
+
     /// A request answered `seconds` after it arrived.
     pub fn answered(&self, prompt_tokens: usize, completion_tokens: usize, seconds: f64) {
         self.with(|c| {
@@ -97,6 +104,7 @@ impl Metrics {
             let _ = writeln!(out, "# HELP sphinx_prompt_tokens_total Prompt tokens read (image positions included).\n# TYPE sphinx_prompt_tokens_total counter\nsphinx_prompt_tokens_total {}", c.prompt_tokens);
             let _ = writeln!(out, "# HELP sphinx_completion_tokens_total Tokens generated.\n# TYPE sphinx_completion_tokens_total counter\nsphinx_completion_tokens_total {}", c.completion_tokens);
             let _ = writeln!(out, "# HELP sphinx_queue_depth Requests waiting for the model.\n# TYPE sphinx_queue_depth gauge\nsphinx_queue_depth {}", c.queued);
+            let _ = writeln!(out, "# HELP sphinx_running_requests Requests being answered together (at most --parallel).\n# TYPE sphinx_running_requests gauge\nsphinx_running_requests {}", c.running);
             c.request_seconds.write(&mut out, "sphinx_request_seconds", "From a request's arrival to its last token.");
             c.queue_seconds.write(&mut out, "sphinx_queue_seconds", "From a request's arrival to the model taking it.");
             out

@@ -110,10 +110,13 @@ fn serve_jobs(model: &SphinxModel, args: &ModelArgs, mut jobs: mpsc::Receiver<Jo
                 }
             }
         }
+        metrics.running(batch.len());
         if let Err(e) = pollster::block_on(batch.advance(&model.llm, &model.tokenizer)) {
             // A fault in the shared forward pass: every running request fails with it.
             let e = classify(e.into());
-            for (r, _) in batch.take_all() {
+            let failed = batch.take_all();
+            metrics.running(0);
+            for (r, _) in failed {
                 eprintln!("[{}] error {}: {}", r.job.id, e.status.as_u16(), e.message);
                 let _ = r.job.events.send(Event::Failed(e.clone()));
             }
@@ -123,7 +126,9 @@ fn serve_jobs(model: &SphinxModel, args: &ModelArgs, mut jobs: mpsc::Receiver<Jo
             r.push_text(&seq.take_text());
         }
         // Finished answers leave; so do requests whose client left during their prefill.
-        for (r, seq) in batch.take_if(|r, s| s.is_finished() || (s.is_prefilling() && r.job.cancel.load(Ordering::Relaxed))) {
+        let leaving = batch.take_if(|r, s| s.is_finished() || (s.is_prefilling() && r.job.cancel.load(Ordering::Relaxed)));
+        metrics.running(batch.len());
+        for (r, seq) in leaving {
             r.finish(seq, model, metrics);
         }
     }
