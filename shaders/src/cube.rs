@@ -82,7 +82,8 @@ impl SphinxOps for CubeBackend {
         out
     }
 
-    fn matvec_blocks(x: CubeTensor, w: CubeTensor, q4: bool) -> CubeTensor {
+    fn matvec_blocks(x: CubeTensor, w: CubeTensor, q4: bool, interleaved: bool) -> CubeTensor {
+        assert!(!interleaved, "matvec_blocks: interleaved blocks are the CPU's layout");
         let format = BlockFormat::of_q4(q4);
         let m = Matvec::new(x, w, "matvec_blocks");
         let (inp, words) = (m.inp, m.words);
@@ -106,7 +107,8 @@ impl SphinxOps for CubeBackend {
         out
     }
 
-    fn dequantize_blocks(w: CubeTensor, q4: bool) -> CubeTensor {
+    fn dequantize_blocks(w: CubeTensor, q4: bool, interleaved: bool) -> CubeTensor {
+        assert!(!interleaved, "dequantize_blocks: interleaved blocks are the CPU's layout");
         let format = BlockFormat::of_q4(q4);
         assert_eq!(w.dtype, DType::U32, "dequantize_blocks: u32 words");
         let w = into_contiguous(w);

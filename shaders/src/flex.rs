@@ -11,6 +11,8 @@ use rayon::prelude::*;
 
 use crate::blocks::BlockFormat;
 use crate::flex_blocks::{dot_blocks, RoundedRow};
+use crate::flex_groups::dot_group;
+use crate::interleaved::{self, GROUP};
 use crate::SphinxOps;
 
 // Word c of a row holds column 2c in its low half: in memory that is the u16 order
@@ -35,7 +37,7 @@ impl SphinxOps for Flex {
         })
     }
 
-    fn matvec_blocks(x: FlexTensor, w: FlexTensor, q4: bool) -> FlexTensor {
+    fn matvec_blocks(x: FlexTensor, w: FlexTensor, q4: bool, interleaved: bool) -> FlexTensor {
         let format = BlockFormat::of_q4(q4);
         let (x, w) = (x.to_contiguous(), w.to_contiguous());
         let xs = x.as_slice::<f32>().expect("matvec_blocks: x must be f32");
@@ -45,10 +47,18 @@ impl SphinxOps for Flex {
         assert_eq!(format.cols_in(row_bytes), Some(inp), "matvec_blocks: x has {inp} columns, w {row_bytes} bytes of {} blocks per row", format.name());
         let bytes: &[u8] = bytemuck::cast_slice(ws);
         let x_rows: Vec<RoundedRow> = (0..rows).map(|r| RoundedRow::new(&xs[r * inp..(r + 1) * inp])).collect();
+        if interleaved {
+            assert!(q4 && interleaved::fits(n_out), "matvec_blocks: {n_out} rows of {} interleaved", format.name());
+            let group_bytes = GROUP * row_bytes;
+            let x_refs: Vec<&RoundedRow> = x_rows.iter().collect();
+            return each_output_group::<(), GROUP>([rows, n_out], || (), |_, first, out| {
+                dot_group(&x_refs, &bytes[first / GROUP * group_bytes..][..group_bytes], out);
+            });
+        }
         each_output([rows, n_out], || (), |_, r, j| dot_blocks(&x_rows[r], &bytes[j * row_bytes..(j + 1) * row_bytes], format))
     }
 
-    fn dequantize_blocks(w: FlexTensor, q4: bool) -> FlexTensor {
+    fn dequantize_blocks(w: FlexTensor, q4: bool, interleaved: bool) -> FlexTensor {
         let format = BlockFormat::of_q4(q4);
         let w = w.to_contiguous();
         let ws = w.as_slice::<u32>().expect("dequantize_blocks: u32 words");
@@ -56,7 +66,12 @@ impl SphinxOps for Flex {
         let cols = format.cols_in(row_bytes).expect("dequantize_blocks: rows of whole blocks");
         let bytes: &[u8] = bytemuck::cast_slice(ws);
         let mut out = vec![0f32; rows * cols];
-        if cols > 0 {
+        if interleaved {
+            assert!(q4 && interleaved::fits(rows), "dequantize_blocks: {rows} rows of {} interleaved", format.name());
+            out.par_chunks_mut(GROUP * cols)
+                .zip(bytes.par_chunks(GROUP * row_bytes))
+                .for_each(|(dst, src)| interleaved::dequantize(src, dst, GROUP));
+        } else if cols > 0 {
             out.par_chunks_mut(cols).zip(bytes.par_chunks(row_bytes)).for_each(|(dst, src)| format.dequantize(src, dst));
         }
         FlexTensor::from_data(TensorData::new(out, [rows, cols]))
@@ -237,23 +252,50 @@ fn widen(bits: &[u16], bf16: bool, dst: &mut [f32]) {
     }
 }
 
-/// A [rows, cols] f32 tensor whose value (r, c) is `value(scratch, r, c)`. A rayon task
-/// takes [`OUTPUTS_PER_TASK`] columns and computes each for every row in turn, so a
-/// weight row (one output column) is read from memory once for all the rows of x (the
-/// sequences of a decoding batch); each value is computed on its own, the same whatever
-/// the other rows. `scratch` makes each task's own buffer.
+/// A [rows, cols] f32 tensor whose value (r, c) is `value(scratch, r, c)`: [`each_output_group`]
+/// one output at a time.
 fn each_output<S>(
-    [rows, cols]: [usize; 2],
+    dims: [usize; 2],
     scratch: impl Fn() -> S + Sync + Send,
     value: impl Fn(&mut S, usize, usize) -> f32 + Sync + Send,
 ) -> FlexTensor {
-    let mut by_column = vec![0f32; cols * rows]; // [cols, rows]
-    by_column.par_chunks_mut(OUTPUTS_PER_TASK * rows.max(1)).enumerate().for_each_init(scratch, |s, (task, chunk)| {
-        for (i, o) in chunk.iter_mut().enumerate() {
-            let flat = task * OUTPUTS_PER_TASK * rows + i;
-            *o = value(s, flat % rows, flat / rows);
+    each_output_group::<S, 1>(dims, scratch, |s, c, out| {
+        for (r, o) in out.iter_mut().enumerate() {
+            o[0] = value(s, r, c);
         }
-    });
+    })
+}
+
+/// A [rows, cols] f32 tensor whose values (r, c..c + G), for c a multiple of G, are
+/// written by `values(scratch, c, out)` into `out[r]`, for every row r at once. A rayon
+/// task takes [`OUTPUTS_PER_TASK`] columns (a multiple of G), one group of G after the
+/// other, so the weights of an output group are read from memory once for all the rows
+/// of x (the sequences of a decoding batch, the positions of a prefill); each value is
+/// computed on its own, the same whatever the other rows. `scratch` makes each task's
+/// own buffer.
+fn each_output_group<S, const G: usize>(
+    [rows, cols]: [usize; 2],
+    scratch: impl Fn() -> S + Sync + Send,
+    values: impl Fn(&mut S, usize, &mut [[f32; G]]) + Sync + Send,
+) -> FlexTensor {
+    const { assert!(OUTPUTS_PER_TASK % G == 0) };
+    assert_eq!(cols % G, 0, "each_output_group: {cols} columns in groups of {G}");
+    let mut by_column = vec![0f32; cols * rows]; // [cols, rows]
+    if rows > 0 {
+        by_column.par_chunks_mut(OUTPUTS_PER_TASK * rows).enumerate().for_each_init(
+            || (scratch(), vec![[0f32; G]; rows]),
+            |(s, out), (task, chunk)| {
+                for group in 0..chunk.len() / rows / G {
+                    values(s, task * OUTPUTS_PER_TASK + group * G, out);
+                    for (r, values) in out.iter().enumerate() {
+                        for (i, &v) in values.iter().enumerate() {
+                            chunk[(group * G + i) * rows + r] = v;
+                        }
+                    }
+                }
+            },
+        );
+    }
     let out = match rows {
         1 => by_column,
         _ => (0..rows * cols).map(|i| by_column[(i % cols) * rows + i / cols]).collect(),

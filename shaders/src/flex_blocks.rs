@@ -9,10 +9,12 @@ use half::f16;
 use crate::blocks::{BlockFormat, BLOCK};
 
 /// One row of x rounded to q8_0 blocks (`BlockFormat::Q8_0.quantize`): its quants and,
-/// per block, its scale widened to f32.
+/// per block, its scale widened to f32 and the sum of its quants.
 pub(crate) struct RoundedRow {
-    quants: Vec<i8>,
-    scales: Vec<f32>,
+    pub(crate) quants: Vec<i8>,
+    pub(crate) scales: Vec<f32>,
+    /// Σ of each block's 32 quants (for sums against unsigned nibbles, `flex_groups.rs`).
+    pub(crate) sums: Vec<i32>,
 }
 
 impl RoundedRow {
@@ -23,6 +25,7 @@ impl RoundedRow {
         let blocks = bytes.chunks_exact(BlockFormat::Q8_0.block_bytes());
         Self {
             scales: blocks.clone().map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            sums: blocks.clone().map(|b| b[2..].iter().map(|&q| i32::from(q as i8)).sum()).collect(),
             quants: blocks.flat_map(|b| b[2..].iter().map(|&q| q as i8)).collect(),
         }
     }

@@ -24,6 +24,8 @@ mod blocks;
 mod cube;
 mod flex;
 mod flex_blocks;
+mod flex_groups;
+pub mod interleaved;
 mod kernels;
 mod moe;
 mod moe_kernels;
@@ -40,13 +42,15 @@ pub trait SphinxOps: Backend {
     /// `x · Wᵀ` for a few rows of `x`: x [rows, in] f32, w [out, in/2] u32 words of
     /// packed halves (`bf16` selects the half format) → [rows, out] f32, accumulated in f32.
     fn matvec_packed(x: FloatTensor<Self>, w: IntTensor<Self>, bf16: bool) -> FloatTensor<Self>;
-    /// `x · Wᵀ` for a few rows of `x` with W's rows as llama.cpp blocks (`blocks.rs`; `q4`:
-    /// q4_0, else q8_0): x [rows, in] f32, w [out, words] u32 → [rows, out] f32. The CPU
-    /// rounds x to q8_0 blocks first and sums in integers, as llama.cpp's CPU does; the
-    /// GPU kernels keep x in f32 (docs/design.md §10).
-    fn matvec_blocks(x: FloatTensor<Self>, w: IntTensor<Self>, q4: bool) -> FloatTensor<Self>;
-    /// The blocks' values: w [rows, words] u32 → [rows, cols] f32.
-    fn dequantize_blocks(w: IntTensor<Self>, q4: bool) -> FloatTensor<Self>;
+    /// `x · Wᵀ` with W's rows as llama.cpp blocks (`blocks.rs`; `q4`: q4_0, else q8_0):
+    /// x [rows, in] f32, w [out, words] u32 → [rows, out] f32. The CPU rounds x to q8_0
+    /// blocks first and sums in integers, as llama.cpp's CPU does; the GPU kernels keep x
+    /// in f32 (docs/design.md §10). Meant for a few rows of x, except on the CPU with
+    /// `interleaved` W: the CPU's groups of eight q4_0 rows (`interleaved.rs`), fast for
+    /// any number of rows.
+    fn matvec_blocks(x: FloatTensor<Self>, w: IntTensor<Self>, q4: bool, interleaved: bool) -> FloatTensor<Self>;
+    /// The blocks' values: w [rows, words] u32 → [rows, cols] f32 (`interleaved` as above).
+    fn dequantize_blocks(w: IntTensor<Self>, q4: bool, interleaved: bool) -> FloatTensor<Self>;
     /// The packed halves widened to f32: w [rows, words] u32 → [rows, 2·words] f32 (exact).
     fn unpack_halves(w: IntTensor<Self>, bf16: bool) -> FloatTensor<Self>;
     /// RMSNorm of each row: x [rows, d] f32, weight [d] f32 →
@@ -180,11 +184,19 @@ pub fn unpack_words(words: Tensor<2, Int>, kind: HalfKind) -> Tensor<2> {
 /// rounded to q8_0 blocks first (as llama.cpp's CPU does; [`reference::matvec_blocks_rounded`]).
 pub fn matvec_blocks(x: Tensor<2>, w: &BlockMatrix) -> Tensor<2> {
     let q4 = w.format == BlockFormat::Q4_0;
-    Tensor::from_dispatch(<Dispatch as SphinxOps>::matvec_blocks(x.into_dispatch(), w.words.clone().into_dispatch(), q4))
+    Tensor::from_dispatch(<Dispatch as SphinxOps>::matvec_blocks(x.into_dispatch(), w.words.clone().into_dispatch(), q4, w.interleaved))
 }
 
-/// Rows of blocks [rows, words] (e.g. rows gathered from a [`BlockMatrix`]) as their f32
-/// values [rows, cols].
+/// Rows of blocks [rows, words] in llama.cpp's layout (e.g. rows gathered from a
+/// [`BlockMatrix`] that is not interleaved) as their f32 values [rows, cols].
 pub fn dequantize_blocks(words: Tensor<2, Int>, format: BlockFormat) -> Tensor<2> {
-    Tensor::from_dispatch(<Dispatch as SphinxOps>::dequantize_blocks(words.into_dispatch(), format == BlockFormat::Q4_0))
+    Tensor::from_dispatch(<Dispatch as SphinxOps>::dequantize_blocks(words.into_dispatch(), format == BlockFormat::Q4_0, false))
+}
+
+/// Rows `start..start + len` of the block matrix as f32 [len, cols], in either layout
+/// (an interleaved matrix is cut at whole groups: `start` and `len` multiples of 8).
+pub fn dequantize_rows(w: &BlockMatrix, start: usize, len: usize) -> Tensor<2> {
+    assert!(!w.interleaved || (start % interleaved::GROUP == 0 && len % interleaved::GROUP == 0), "dequantize_rows: rows {start}..{} of an interleaved matrix", start + len);
+    let words = w.words.clone().narrow(0, start, len).into_dispatch();
+    Tensor::from_dispatch(<Dispatch as SphinxOps>::dequantize_blocks(words, w.format == BlockFormat::Q4_0, w.interleaved))
 }

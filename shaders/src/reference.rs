@@ -30,7 +30,11 @@ pub async fn dequantize_blocks(w: &BlockMatrix) -> Tensor<2> {
     let words: Vec<u32> = data.try_into_vec().expect("block words are u32");
     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     let mut values = vec![0f32; rows * cols];
-    w.format.dequantize(&bytes, &mut values);
+    if w.interleaved {
+        crate::interleaved::dequantize(&bytes, &mut values, rows);
+    } else {
+        w.format.dequantize(&bytes, &mut values);
+    }
     Tensor::from_data(burn::tensor::TensorData::new(values, [rows, cols]), &w.words.device())
 }
 

@@ -6,7 +6,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use sphinx_core::mixing::{mix_tensors, MixAction};
 use sphinx_core::weights::{write_safetensors, DType, HostTensor, MemoryBytes, SafetensorsFile, TensorInfo, WeightSource, BLOCKS_METADATA_KEY};
-use sphinx_shaders::{dequantize_blocks, matvec_blocks, reference, BlockFormat, BlockMatrix, BLOCK};
+use sphinx_shaders::{dequantize_blocks, dequantize_rows, matvec_blocks, reference, BlockFormat, BlockMatrix, BLOCK};
 use sphinx_tests::craft::safetensors_raw;
 use sphinx_tests::{devices, fixtures};
 
@@ -68,7 +68,10 @@ fn check_matvec(device: &Device, name: &str, format: BlockFormat, [rows, n_out, 
     let seed = (rows * 1_000_003 + n_out * 1009 + inp) as u64;
     let x_values = values(rows * inp, seed);
     let w_values = values(n_out * inp, seed + 1);
-    let w = BlockMatrix::from_blocks(quantize(format, &w_values), format, [n_out, inp], device).expect("whole block pairs");
+    let plain = BlockMatrix::from_blocks(quantize(format, &w_values), format, [n_out, inp], device).expect("whole block pairs");
+    // Laid out for products: the CPU interleaves q4_0 rows in whole groups of eight.
+    let w = BlockMatrix::for_products(quantize(format, &w_values), format, [n_out, inp], device).expect("whole block pairs");
+    assert_eq!(w.interleaved, name == "cpu" && format == BlockFormat::Q4_0 && n_out % 8 == 0, "{name} {} {n_out} rows", format.name());
     assert_eq!(w.dims(), [n_out, inp]);
     let mut dequantized = vec![0f32; n_out * inp];
     format.dequantize(&quantize(format, &w_values), &mut dequantized);
@@ -76,9 +79,9 @@ fn check_matvec(device: &Device, name: &str, format: BlockFormat, [rows, n_out, 
     let got = read(matvec_blocks(x.clone(), &w));
     // The CPU rounds x to q8_0 blocks first (as llama.cpp's CPU does), the GPU does not.
     let want = read(if name == "cpu" {
-        pollster::block_on(reference::matvec_blocks_rounded(x, &w))
+        pollster::block_on(reference::matvec_blocks_rounded(x, &plain))
     } else {
-        pollster::block_on(reference::matvec_blocks(x, &w))
+        pollster::block_on(reference::matvec_blocks(x, &plain))
     });
     assert_eq!(got.len(), rows * n_out);
     for (i, (g, r)) in got.iter().zip(&want).enumerate() {
@@ -99,6 +102,8 @@ fn matvec_blocks_matches_matmul_on_the_dequantized_weight() {
         [3, 65, 128],   // a few rows at once, a partial workgroup
         [1, 256, 2048], // a decode step of a small LLM
         [1, 3, 5632],   // TinyLlama's FFN width: 176 blocks
+        [3, 24, 192],   // three groups of eight rows (interleaved on the CPU), three rows of x
+        [2, 8, 5632],   // one group over TinyLlama's FFN width
     ];
     for (name, device) in devices() {
         for format in BlockFormat::ALL {
@@ -119,10 +124,17 @@ fn dequantize_blocks_equals_the_host_exactly() {
             let bytes = quantize(format, &w_values);
             let mut want = vec![0f32; rows * cols];
             format.dequantize(&bytes, &mut want);
-            let w = BlockMatrix::from_blocks(bytes, format, [rows, cols], &device).expect("whole block pairs");
+            let w = BlockMatrix::from_blocks(bytes.clone(), format, [rows, cols], &device).expect("whole block pairs");
             let got = read(dequantize_blocks(w.words.clone(), format));
             for (i, (g, r)) in got.iter().zip(&want).enumerate() {
                 assert_eq!(g.to_bits(), r.to_bits(), "{name} {}: value {i} is {g:e}, the host's {r:e}", format.name());
+            }
+            // Whole groups of rows of a matrix laid out for products (interleaved on the CPU).
+            let groups = rows / 8 * 8;
+            let w = BlockMatrix::for_products(bytes[..groups * bytes.len() / rows].to_vec(), format, [groups, cols], &device).expect("whole block pairs");
+            let got = read(dequantize_rows(&w, 16, groups - 24));
+            for (i, (g, r)) in got.iter().zip(&want[16 * cols..]).enumerate() {
+                assert_eq!(g.to_bits(), r.to_bits(), "{name} {} rows 16..: value {i} is {g:e}, the host's {r:e}", format.name());
             }
         }
     }

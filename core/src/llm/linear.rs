@@ -4,7 +4,7 @@
 //! block forms and Burn's matmul for f32.
 
 use burn::tensor::{Int, Tensor};
-use sphinx_shaders::{dequantize_blocks, matvec_blocks, matvec_packed, rows_of_whole_words, unpack_words, BlockMatrix, PackedHalves};
+use sphinx_shaders::{dequantize_blocks, dequantize_rows, matvec_blocks, matvec_packed, rows_of_whole_words, unpack_words, BlockMatrix, PackedHalves};
 
 use super::cat_parts;
 use crate::error::WeightError;
@@ -34,10 +34,22 @@ pub enum Matrix {
 impl Matrix {
     /// Loads `name` as `[rows, cols]` in the loader's weight dtype: blocks as stored, else
     /// halves, else f32 (when the columns are odd: halves are packed in pairs; and for
-    /// blocks whose rows are not whole words, dequantized).
-    pub async fn load<S: WeightSource>(l: &WeightLoader<'_, S>, name: &str, [rows, cols]: [usize; 2]) -> Result<Self, WeightError> {
+    /// blocks whose rows are not whole words, dequantized). Its rows can be gathered
+    /// ([`Self::rows`]).
+    pub async fn load<S: WeightSource>(l: &WeightLoader<'_, S>, name: &str, dims: [usize; 2]) -> Result<Self, WeightError> {
+        Self::load_as(l, name, dims, false).await
+    }
+
+    /// [`Self::load`] for a weight only multiplied with: blocks may take the device
+    /// kernels' own layout (on the CPU, q4_0 in interleaved groups of eight rows), whose
+    /// rows [`Self::rows`] cannot gather.
+    pub async fn load_for_products<S: WeightSource>(l: &WeightLoader<'_, S>, name: &str, dims: [usize; 2]) -> Result<Self, WeightError> {
+        Self::load_as(l, name, dims, true).await
+    }
+
+    async fn load_as<S: WeightSource>(l: &WeightLoader<'_, S>, name: &str, [rows, cols]: [usize; 2], for_products: bool) -> Result<Self, WeightError> {
         if let Some(format) = l.block_format_of(name).filter(|_| rows_of_whole_words(cols)) {
-            return Ok(Matrix::Blocks(l.blocks(name, [rows, cols], format).await?));
+            return Ok(Matrix::Blocks(l.blocks(name, [rows, cols], format, for_products).await?));
         }
         match l.half_kind_of(name).filter(|_| cols % 2 == 0) {
             Some(kind) => Ok(Matrix::Packed(l.halves(name, [rows, cols], kind).await?)),
@@ -53,12 +65,16 @@ impl Matrix {
         }
     }
 
-    /// Rows `ids` as f32 [ids, cols] (an embedding lookup).
+    /// Rows `ids` as f32 [ids, cols] (an embedding lookup). Not for a matrix loaded
+    /// [`for products`](Self::load_for_products).
     pub fn rows(&self, ids: Tensor<1, Int>) -> Tensor<2> {
         match self {
             Matrix::Dense(w) => w.clone().select(0, ids),
             Matrix::Packed(p) => unpack_words(p.words.clone().select(0, ids), p.kind),
-            Matrix::Blocks(b) => dequantize_blocks(b.words.clone().select(0, ids), b.format),
+            Matrix::Blocks(b) => {
+                assert!(!b.interleaved, "Matrix::rows: a matrix in interleaved groups was loaded for products only");
+                dequantize_blocks(b.words.clone().select(0, ids), b.format)
+            }
         }
     }
 
@@ -89,7 +105,7 @@ pub struct Linear {
 
 impl Linear {
     pub async fn load<S: WeightSource>(l: &WeightLoader<'_, S>, name: &str, out: usize, inp: usize) -> Result<Self, WeightError> {
-        Ok(Self { weight: Matrix::load(l, name, [out, inp]).await? })
+        Ok(Self { weight: Matrix::load_for_products(l, name, [out, inp]).await? })
     }
 
     /// Bytes of the weight on the device.
@@ -138,8 +154,10 @@ impl Linear {
             Matrix::Dense(w) => x.matmul(w.clone().transpose()),
             Matrix::Packed(w) if matvec => matvec_packed(x, w),
             Matrix::Packed(w) => matmul_widened(x, w.dims(), |start, len| unpack_words(w.words.clone().narrow(0, start, len), w.kind)),
-            Matrix::Blocks(w) if matvec => matvec_blocks(x, w),
-            Matrix::Blocks(w) => matmul_widened(x, w.dims(), |start, len| dequantize_blocks(w.words.clone().narrow(0, start, len), w.format)),
+            // Interleaved q4_0 (the CPU's layout) sums integers for any number of rows,
+            // faster than widening to f32 for a matmul (docs/design.md §10).
+            Matrix::Blocks(w) if matvec || w.interleaved => matvec_blocks(x, w),
+            Matrix::Blocks(w) => matmul_widened(x, w.dims(), |start, len| dequantize_rows(w, start, len)),
         }
     }
 }

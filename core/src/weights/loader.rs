@@ -77,9 +77,11 @@ impl<'a, S: WeightSource> WeightLoader<'a, S> {
     }
 
     /// Loads the matrix `name`, stored in `format`'s blocks, as they are ([`BlockMatrix`]),
-    /// requiring `[rows, cols]` with `cols` a multiple of 64. A mix of two quantized
-    /// checkpoints is refused (mix first, then quantize).
-    pub async fn blocks(&self, name: &str, shape: [usize; 2], format: BlockFormat) -> Result<BlockMatrix, WeightError> {
+    /// requiring `[rows, cols]` with `cols` a multiple of 64. `for_products`: the matrix is
+    /// only multiplied with, never gathered by rows, so it may take the device kernels'
+    /// own layout ([`BlockMatrix::for_products`]). A mix of two quantized checkpoints is
+    /// refused (mix first, then quantize).
+    pub async fn blocks(&self, name: &str, shape: [usize; 2], format: BlockFormat, for_products: bool) -> Result<BlockMatrix, WeightError> {
         let full = self.check(name, &shape)?;
         let host = match self.source.read_parts(&full).await? {
             TensorParts::Plain(host) => host,
@@ -89,7 +91,8 @@ impl<'a, S: WeightSource> WeightLoader<'a, S> {
             return Err(WeightError::UnsupportedDtype { name: full, dtype: host.dtype.to_string() });
         }
         self.account(&full, &host);
-        BlockMatrix::from_blocks(host.bytes, format, shape, &self.device)
+        let build = if for_products { BlockMatrix::for_products } else { BlockMatrix::from_blocks };
+        build(host.bytes, format, shape, &self.device)
             .ok_or_else(|| WeightError::ShapeMismatch { name: full, expected: shape.to_vec(), got: vec![shape[0], shape[1] / 64 * 64] })
     }
 
