@@ -148,8 +148,8 @@ fn quantize_q4_0(block: &[f32], out: &mut Vec<u8>) {
 /// A [rows, cols] matrix of blocks on the device: each row's blocks as llama.cpp lays
 /// them out, read as little-endian `u32` words [rows, row_bytes / 4]. `cols` must be a
 /// multiple of 64 (an even number of blocks), so that every row is whole words. On the
-/// CPU backend a q4_0 matrix used for products may instead be `interleaved`: the same
-/// bytes of each group of eight rows in the order of `interleaved.rs`.
+/// CPU backend a matrix used for products may instead be `interleaved`: the same bytes
+/// of each group of eight rows in the order of `interleaved.rs`.
 #[derive(Debug, Clone)]
 pub struct BlockMatrix {
     /// [rows, row_bytes / 4], dtype U32.
@@ -172,18 +172,18 @@ impl BlockMatrix {
     }
 
     /// [`Self::from_blocks`] for a matrix used only in products (`x · Wᵀ`), laid out for the
-    /// device's kernels: on the CPU backend a q4_0 matrix of whole groups of eight rows is
+    /// device's kernels: on the CPU backend a matrix of whole groups of eight rows is
     /// interleaved (`interleaved.rs`; its rows cannot be gathered one by one).
     pub fn for_products(bytes: Vec<u8>, format: BlockFormat, [rows, cols]: [usize; 2], device: &Device) -> Option<Self> {
         let on_cpu = matches!(device.as_dispatch(), burn::backend::DispatchDevice::Flex(_));
-        if !(on_cpu && format == BlockFormat::Q4_0 && crate::interleaved::fits(rows)) {
+        if !(on_cpu && crate::interleaved::fits(rows)) {
             return Self::from_blocks(bytes, format, [rows, cols], device);
         }
         let row_bytes = format.row_bytes(cols)?;
         if !rows_of_whole_words(cols) || bytes.len() != rows.checked_mul(row_bytes)? {
             return None;
         }
-        let mixed = crate::interleaved::interleave(&bytes, row_bytes);
+        let mixed = crate::interleaved::interleave(&bytes, row_bytes, format);
         drop(bytes);
         Some(Self { interleaved: true, ..Self::from_blocks(mixed, format, [rows, cols], device)? })
     }

@@ -48,11 +48,11 @@ impl SphinxOps for Flex {
         let bytes: &[u8] = bytemuck::cast_slice(ws);
         let x_rows: Vec<RoundedRow> = (0..rows).map(|r| RoundedRow::new(&xs[r * inp..(r + 1) * inp])).collect();
         if interleaved {
-            assert!(q4 && interleaved::fits(n_out), "matvec_blocks: {n_out} rows of {} interleaved", format.name());
+            assert!(interleaved::fits(n_out), "matvec_blocks: {n_out} rows interleaved");
             let group_bytes = GROUP * row_bytes;
             let x_refs: Vec<&RoundedRow> = x_rows.iter().collect();
             return each_output_group::<(), GROUP>([rows, n_out], || (), |_, first, out| {
-                dot_group(&x_refs, &bytes[first / GROUP * group_bytes..][..group_bytes], out);
+                dot_group(&x_refs, &bytes[first / GROUP * group_bytes..][..group_bytes], format, out);
             });
         }
         each_output([rows, n_out], || (), |_, r, j| dot_blocks(&x_rows[r], &bytes[j * row_bytes..(j + 1) * row_bytes], format))
@@ -67,10 +67,10 @@ impl SphinxOps for Flex {
         let bytes: &[u8] = bytemuck::cast_slice(ws);
         let mut out = vec![0f32; rows * cols];
         if interleaved {
-            assert!(q4 && interleaved::fits(rows), "dequantize_blocks: {rows} rows of {} interleaved", format.name());
+            assert!(interleaved::fits(rows), "dequantize_blocks: {rows} rows interleaved");
             out.par_chunks_mut(GROUP * cols)
                 .zip(bytes.par_chunks(GROUP * row_bytes))
-                .for_each(|(dst, src)| interleaved::dequantize(src, dst, GROUP));
+                .for_each(|(dst, src)| interleaved::dequantize(src, dst, GROUP, format));
         } else if cols > 0 {
             out.par_chunks_mut(cols).zip(bytes.par_chunks(row_bytes)).for_each(|(dst, src)| format.dequantize(src, dst));
         }

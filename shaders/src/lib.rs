@@ -46,8 +46,8 @@ pub trait SphinxOps: Backend {
     /// x [rows, in] f32, w [out, words] u32 → [rows, out] f32. The CPU rounds x to q8_0
     /// blocks first and sums in integers, as llama.cpp's CPU does; the GPU kernels keep x
     /// in f32 (docs/design.md §10). Meant for a few rows of x, except on the CPU with
-    /// `interleaved` W: the CPU's groups of eight q4_0 rows (`interleaved.rs`), fast for
-    /// any number of rows.
+    /// `interleaved` W: the CPU's groups of eight rows (`interleaved.rs`), fast for any
+    /// number of rows.
     fn matvec_blocks(x: FloatTensor<Self>, w: IntTensor<Self>, q4: bool, interleaved: bool) -> FloatTensor<Self>;
     /// The blocks' values: w [rows, words] u32 → [rows, cols] f32 (`interleaved` as above).
     fn dequantize_blocks(w: IntTensor<Self>, q4: bool, interleaved: bool) -> FloatTensor<Self>;

@@ -31,7 +31,7 @@ pub async fn dequantize_blocks(w: &BlockMatrix) -> Tensor<2> {
     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     let mut values = vec![0f32; rows * cols];
     if w.interleaved {
-        crate::interleaved::dequantize(&bytes, &mut values, rows);
+        crate::interleaved::dequantize(&bytes, &mut values, rows, w.format);
     } else {
         w.format.dequantize(&bytes, &mut values);
     }

@@ -41,8 +41,8 @@ impl Matrix {
     }
 
     /// [`Self::load`] for a weight only multiplied with: blocks may take the device
-    /// kernels' own layout (on the CPU, q4_0 in interleaved groups of eight rows), whose
-    /// rows [`Self::rows`] cannot gather.
+    /// kernels' own layout (on the CPU, interleaved groups of eight rows), whose rows
+    /// [`Self::rows`] cannot gather.
     pub async fn load_for_products<S: WeightSource>(l: &WeightLoader<'_, S>, name: &str, dims: [usize; 2]) -> Result<Self, WeightError> {
         Self::load_as(l, name, dims, true).await
     }
@@ -154,7 +154,7 @@ impl Linear {
             Matrix::Dense(w) => x.matmul(w.clone().transpose()),
             Matrix::Packed(w) if matvec => matvec_packed(x, w),
             Matrix::Packed(w) => matmul_widened(x, w.dims(), |start, len| unpack_words(w.words.clone().narrow(0, start, len), w.kind)),
-            // Interleaved q4_0 (the CPU's layout) sums integers for any number of rows,
+            // Interleaved blocks (the CPU's layout) sum integers for any number of rows,
             // faster than widening to f32 for a matmul (docs/design.md §10).
             Matrix::Blocks(w) if matvec || w.interleaved => matvec_blocks(x, w),
             Matrix::Blocks(w) => matmul_widened(x, w.dims(), |start, len| dequantize_rows(w, start, len)),
