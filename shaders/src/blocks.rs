@@ -176,16 +176,15 @@ impl BlockMatrix {
     /// interleaved (`interleaved.rs`; its rows cannot be gathered one by one).
     pub fn for_products(bytes: Vec<u8>, format: BlockFormat, [rows, cols]: [usize; 2], device: &Device) -> Option<Self> {
         let on_cpu = matches!(device.as_dispatch(), burn::backend::DispatchDevice::Flex(_));
-        if !(on_cpu && crate::interleaved::fits(rows)) {
-            return Self::from_blocks(bytes, format, [rows, cols], device);
+        let row_bytes = format.row_bytes(cols).filter(|&r| rows.checked_mul(r) == Some(bytes.len()));
+        // Interleaved only where `from_blocks` would take the bytes (whole rows of words).
+        match row_bytes.filter(|_| on_cpu && crate::interleaved::fits(rows) && rows_of_whole_words(cols)) {
+            Some(row_bytes) => {
+                let mixed = crate::interleaved::interleave(&bytes, row_bytes, format);
+                Some(Self { interleaved: true, ..Self::from_blocks(mixed, format, [rows, cols], device)? })
+            }
+            None => Self::from_blocks(bytes, format, [rows, cols], device),
         }
-        let row_bytes = format.row_bytes(cols)?;
-        if !rows_of_whole_words(cols) || bytes.len() != rows.checked_mul(row_bytes)? {
-            return None;
-        }
-        let mixed = crate::interleaved::interleave(&bytes, row_bytes, format);
-        drop(bytes);
-        Some(Self { interleaved: true, ..Self::from_blocks(mixed, format, [rows, cols], device)? })
     }
 
     /// [rows, cols] of the matrix the blocks hold.
