@@ -10,6 +10,7 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::blocks::BlockFormat;
+use crate::flex_bf16::{self, Bf16Rows};
 use crate::flex_blocks::{dot_blocks, RoundedRow};
 use crate::flex_groups::dot_group;
 use crate::interleaved::{self, GROUP};
@@ -32,6 +33,22 @@ impl SphinxOps for Flex {
         let (n_out, words) = (w.layout().shape()[0], w.layout().shape()[1]);
         assert_eq!(inp, 2 * words, "matvec_packed: x has {inp} columns, w {words} words per row");
         let halves: &[u16] = bytemuck::cast_slice(ws);
+        if bf16 {
+            // Any number of rows: the pairs' products (`flex_bf16.rs`), a task's rows of W
+            // at once so that each tile of x is read once per task.
+            let x_rows = Bf16Rows::new(xs, [rows, inp]);
+            return each_output_group::<Vec<u16>, OUTPUTS_PER_TASK>([rows, n_out], Vec::new, |padded, first, out| {
+                let w_rows = &halves[first * inp..((first + OUTPUTS_PER_TASK) * inp).min(halves.len())];
+                if w_rows.len() == OUTPUTS_PER_TASK * inp {
+                    return flex_bf16::dot_rows(&x_rows, w_rows, out);
+                }
+                // The last rows of a matrix whose row count is not a whole number of tasks.
+                padded.clear();
+                padded.extend_from_slice(w_rows);
+                padded.resize(OUTPUTS_PER_TASK * inp, 0);
+                flex_bf16::dot_rows(&x_rows, padded, out)
+            });
+        }
         each_output([rows, n_out], || vec![0f32; inp], |row_f32, r, j| {
             dot_halves(&xs[r * inp..(r + 1) * inp], &halves[j * inp..(j + 1) * inp], bf16, row_f32)
         })
@@ -267,7 +284,8 @@ fn each_output<S>(
 }
 
 /// A [rows, cols] f32 tensor whose values (r, c..c + G), for c a multiple of G, are
-/// written by `values(scratch, c, out)` into `out[r]`, for every row r at once. A rayon
+/// written by `values(scratch, c, out)` into `out[r]`, for every row r at once (when G
+/// does not divide `cols`, the last group's values past `cols` are dropped). A rayon
 /// task takes [`OUTPUTS_PER_TASK`] columns (a multiple of G), one group of G after the
 /// other, so the weights of an output group are read from memory once for all the rows
 /// of x (the sequences of a decoding batch, the positions of a prefill); each value is
@@ -279,16 +297,17 @@ fn each_output_group<S, const G: usize>(
     values: impl Fn(&mut S, usize, &mut [[f32; G]]) + Sync + Send,
 ) -> FlexTensor {
     const { assert!(OUTPUTS_PER_TASK % G == 0) };
-    assert_eq!(cols % G, 0, "each_output_group: {cols} columns in groups of {G}");
     let mut by_column = vec![0f32; cols * rows]; // [cols, rows]
     if rows > 0 {
         by_column.par_chunks_mut(OUTPUTS_PER_TASK * rows).enumerate().for_each_init(
             || (scratch(), vec![[0f32; G]; rows]),
             |(s, out), (task, chunk)| {
-                for group in 0..chunk.len() / rows / G {
+                let chunk_cols = chunk.len() / rows;
+                for group in 0..chunk_cols.div_ceil(G) {
                     values(s, task * OUTPUTS_PER_TASK + group * G, out);
                     for (r, values) in out.iter().enumerate() {
-                        for (i, &v) in values.iter().enumerate() {
+                        // A last group past `cols` (when G does not divide it) keeps its columns inside.
+                        for (i, &v) in values.iter().enumerate().take(chunk_cols - group * G) {
                             chunk[(group * G + i) * rows + r] = v;
                         }
                     }
@@ -298,7 +317,20 @@ fn each_output_group<S, const G: usize>(
     }
     let out = match rows {
         1 => by_column,
-        _ => (0..rows * cols).map(|i| by_column[(i % cols) * rows + i / cols]).collect(),
+        _ => {
+            // Transposed 16 rows at a time, so that each read of a column's values uses a
+            // whole cache line of `by_column` (a prefill's output head is 32 MiB).
+            let mut out = vec![0f32; rows * cols];
+            out.par_chunks_mut(16 * cols).enumerate().for_each(|(block, dst)| {
+                let n = dst.len() / cols;
+                for (c, column) in by_column.chunks_exact(rows).enumerate() {
+                    for (i, &v) in column[block * 16..block * 16 + n].iter().enumerate() {
+                        dst[i * cols + c] = v;
+                    }
+                }
+            });
+            out
+        }
     };
     FlexTensor::from_data(TensorData::new(out, [rows, cols]))
 }

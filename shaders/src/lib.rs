@@ -23,6 +23,7 @@ mod block_kernels;
 mod blocks;
 mod cube;
 mod flex;
+mod flex_bf16;
 mod flex_blocks;
 mod flex_groups;
 pub mod interleaved;
@@ -41,6 +42,8 @@ pub use packed::{HalfKind, PackedHalves};
 pub trait SphinxOps: Backend {
     /// `x · Wᵀ` for a few rows of `x`: x [rows, in] f32, w [out, in/2] u32 words of
     /// packed halves (`bf16` selects the half format) → [rows, out] f32, accumulated in f32.
+    /// The CPU with bf16 W rounds x to bf16 and sums pairs of products as AVX512-BF16's
+    /// `vdpbf16ps` does (`flex_bf16.rs`), fast for any number of rows.
     fn matvec_packed(x: FloatTensor<Self>, w: IntTensor<Self>, bf16: bool) -> FloatTensor<Self>;
     /// `x · Wᵀ` with W's rows as llama.cpp blocks (`blocks.rs`; `q4`: q4_0, else q8_0):
     /// x [rows, in] f32, w [out, words] u32 → [rows, out] f32. The CPU rounds x to q8_0

@@ -71,6 +71,13 @@ impl PackedHalves {
         [rows, 2 * words]
     }
 
+    /// Whether [`crate::matvec_packed`] suits any number of rows of x: on the CPU backend
+    /// bf16 weights are multiplied as bf16 pairs (`flex_bf16.rs`), as fast per row for a
+    /// prefill as widening tiles to f32 for a matmul would be, and faster.
+    pub fn multiplies_any_rows(&self) -> bool {
+        self.kind == HalfKind::Bf16 && matches!(self.words.device().as_dispatch(), burn::backend::DispatchDevice::Flex(_))
+    }
+
     /// Bytes the matrix occupies on the device.
     pub fn device_bytes(&self) -> usize {
         let [rows, cols] = self.dims();

@@ -22,6 +22,16 @@ pub async fn matvec_packed(x: Tensor<2>, w: &PackedHalves) -> Tensor<2> {
     x.matmul(unpack_halves(w).await.transpose())
 }
 
+/// `x · Wᵀ` as the CPU backend defines it for bf16 W (`flex_bf16.rs`): x's values first
+/// rounded to bf16 (nearest even), then Burn's matmul on the widened weight.
+pub async fn matvec_packed_rounded(x: Tensor<2>, w: &PackedHalves) -> Tensor<2> {
+    let dims = x.dims();
+    let device = x.device();
+    let values: Vec<f32> = x.into_data_async().await.expect("x read back").try_into_vec().expect("f32 x");
+    let rounded: Vec<f32> = values.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
+    matvec_packed(Tensor::from_data(burn::tensor::TensorData::new(rounded, dims), &device), w).await
+}
+
 /// The block matrix's values computed on the host (`BlockFormat::dequantize`), uploaded
 /// as a dense tensor.
 pub async fn dequantize_blocks(w: &BlockMatrix) -> Tensor<2> {

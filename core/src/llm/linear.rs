@@ -152,7 +152,8 @@ impl Linear {
     fn rows(&self, x: Tensor<2>, matvec: bool) -> Tensor<2> {
         match &self.weight {
             Matrix::Dense(w) => x.matmul(w.clone().transpose()),
-            Matrix::Packed(w) if matvec => matvec_packed(x, w),
+            // bf16 on the CPU: pairs of bf16 products for any number of rows (docs/design.md §9).
+            Matrix::Packed(w) if matvec || w.multiplies_any_rows() => matvec_packed(x, w),
             Matrix::Packed(w) => matmul_widened(x, w.dims(), |start, len| unpack_words(w.words.clone().narrow(0, start, len), w.kind)),
             // Interleaved blocks (the CPU's layout) sum integers for any number of rows,
             // faster than widening to f32 for a matmul (docs/design.md §10).
