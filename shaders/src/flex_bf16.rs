@@ -1,15 +1,17 @@
-//! bf16 weights times activations on the CPU, summed the way x86's AVX512-BF16 dot
-//! product (`vdpbf16ps`) sums them, for one row of x or a whole prefill
-//! (docs/design.md §9, "bf16 products on the CPU").
+//! bf16 weights times f32 activations on the CPU through x86's AVX512-BF16 dot product
+//! (`vdpbf16ps`), for one row of x or a whole prefill (docs/design.md §9, "bf16 products
+//! on the CPU").
 //!
-//! x is rounded to bf16 once per product ([`Bf16Rows`]); then each output `x · w` keeps
-//! 16 f32 lanes, and every step of [`CHUNK`] columns adds to lane `i` first the product
-//! of columns `2i + 1`, then that of columns `2i` (each product of two bf16 is exact in
-//! f32, so each addition rounds once). The lanes are then folded in a fixed order
-//! ([`fold_lanes`]). With AVX512-BF16 one instruction does a step for 16 lanes; the AVX2
-//! and portable paths do the same additions in the same order, so every machine gets the
-//! same bits (on normal numbers: `vdpbf16ps` flushes subnormal inputs and sums to zero,
-//! the emulation does not).
+//! Each value of x is split once per product into two bf16, `hi = bf16(x)` and
+//! `lo = bf16(x − hi)` ([`Bf16Rows`]), so x keeps 16 of f32's 24 significant bits, and
+//! `x · w = hi · w + lo · w`: two dot products of bf16 vectors. Each of those keeps 16 f32
+//! lanes, and every step of [`CHUNK`] columns adds to lane `i` first the product of
+//! columns `2i + 1`, then that of columns `2i` (each product of two bf16 is exact in f32,
+//! so each addition rounds once); the lanes are then folded in a fixed order
+//! ([`fold_lanes`]) and the two dot products added. With AVX512-BF16 one instruction does
+//! a step for 16 lanes; the AVX2 and portable paths do the same additions in the same
+//! order, so every machine gets the same bits (on normal numbers: `vdpbf16ps` flushes
+//! subnormal inputs and sums to zero, the emulation does not).
 
 /// Columns per step: one 512-bit register of bf16.
 pub const CHUNK: usize = 32;
@@ -18,9 +20,10 @@ const LANES: usize = CHUNK / 2;
 /// Rows of W dotted together (their outputs for every row of x).
 pub const GROUP: usize = 4;
 
-/// Rows of x rounded to bf16 (nearest even), each padded with zeros to whole chunks.
+/// Rows of x as bf16 parts: part `2r` of row r is `hi`, part `2r + 1` is `lo` (each
+/// rounded to nearest even), each part padded with zeros to whole chunks.
 pub struct Bf16Rows {
-    bits: Vec<u16>, // [rows, stride]
+    bits: Vec<u16>, // [2 · rows, stride]
     rows: usize,
     stride: usize,
     cols: usize,
@@ -31,11 +34,14 @@ impl Bf16Rows {
     pub fn new(x: &[f32], [rows, cols]: [usize; 2]) -> Self {
         assert_eq!(Some(x.len()), rows.checked_mul(cols), "Bf16Rows: {} values for [{rows}, {cols}]", x.len());
         let stride = cols.div_ceil(CHUNK) * CHUNK;
-        let mut bits = vec![0u16; rows * stride];
+        let mut bits = vec![0u16; 2 * rows * stride];
         if cols > 0 {
-            for (dst, src) in bits.chunks_exact_mut(stride).zip(x.chunks_exact(cols)) {
-                for (d, &v) in dst.iter_mut().zip(src) {
-                    *d = half::bf16::from_f32(v).to_bits();
+            for (dst, src) in bits.chunks_exact_mut(2 * stride).zip(x.chunks_exact(cols)) {
+                let (hi, lo) = dst.split_at_mut(stride);
+                for ((h, l), &v) in hi.iter_mut().zip(lo.iter_mut()).zip(src) {
+                    let high = half::bf16::from_f32(v);
+                    // v − high is exact in f32 (high is v rounded to fewer bits).
+                    (*h, *l) = (high.to_bits(), half::bf16::from_f32(v - high.to_f32()).to_bits());
                 }
             }
         }
@@ -46,57 +52,60 @@ impl Bf16Rows {
         self.rows
     }
 
-    fn row(&self, r: usize) -> &[u16] {
-        &self.bits[r * self.stride..(r + 1) * self.stride]
+    /// Part `p` (row `p / 2`'s hi when p is even, its lo when odd).
+    fn part(&self, p: usize) -> &[u16] {
+        &self.bits[p * self.stride..(p + 1) * self.stride]
     }
 }
 
 /// `out[r][j] = x_r · w_j` for every row r of x and the N rows of `w` ([N, cols] bf16
-/// bits, row-major; N a multiple of [`GROUP`]). The rows of x are taken a tile at a time
+/// bits, row-major; N a multiple of [`GROUP`]). The parts of x are taken a tile at a time
 /// against every group of W, so a tile is read from memory once for all N rows of W.
 pub fn dot_rows<const N: usize>(x: &Bf16Rows, w: &[u16], out: &mut [[f32; N]]) {
     const { assert!(N % GROUP == 0) };
     assert_eq!(w.len(), N * x.cols, "dot_rows: {} weights for {N} rows of {}", w.len(), x.cols);
     assert_eq!(out.len(), x.rows(), "dot_rows: {} outputs for {} rows", out.len(), x.rows());
     let mut tile = [[0f32; GROUP]; TILE];
-    for first in (0..x.rows()).step_by(TILE) {
-        let n = TILE.min(x.rows() - first);
+    for first in (0..x.rows()).step_by(TILE / 2) {
+        let n = (TILE / 2).min(x.rows() - first);
         for g in 0..N / GROUP {
-            dot_group(x, first..first + n, &w[g * GROUP * x.cols..(g + 1) * GROUP * x.cols], &mut tile[..n]);
-            for (o, t) in out[first..first + n].iter_mut().zip(&tile) {
-                o[g * GROUP..(g + 1) * GROUP].copy_from_slice(t);
+            dot_group(x, 2 * first..2 * (first + n), &w[g * GROUP * x.cols..(g + 1) * GROUP * x.cols], &mut tile[..2 * n]);
+            for (o, parts) in out[first..first + n].iter_mut().zip(tile.chunks_exact(2)) {
+                for (j, v) in o[g * GROUP..(g + 1) * GROUP].iter_mut().enumerate() {
+                    *v = parts[0][j] + parts[1][j];
+                }
             }
         }
     }
 }
 
-/// Rows of x taken together (4 × GROUP accumulators, GROUP + 4 loads per step).
+/// Parts of x taken together (4 × GROUP accumulators, GROUP + 4 loads per step).
 const TILE: usize = 4;
 
-/// `out[i][j] = x_{rows.start + i} · w_j` for at most [`TILE`] rows of x and the
+/// `out[i][j] = part_{parts.start + i} · w_j` for at most [`TILE`] parts of x and the
 /// [`GROUP`] rows of `w`, by the fastest path the CPU has.
-fn dot_group(x: &Bf16Rows, rows: std::ops::Range<usize>, w: &[u16], out: &mut [[f32; GROUP]]) {
-    debug_assert!(rows.len() == out.len() && rows.len() <= TILE && w.len() == GROUP * x.cols);
+fn dot_group(x: &Bf16Rows, parts: std::ops::Range<usize>, w: &[u16], out: &mut [[f32; GROUP]]) {
+    debug_assert!(parts.len() == out.len() && parts.len() <= TILE && w.len() == GROUP * x.cols);
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
         if has!("avx512f") && has!("avx512bw") && has!("avx512bf16") {
             // SAFETY: the CPU has the features `avx512::dot_group` is compiled for.
-            return unsafe { avx512::dot_group(x, rows.start, w, out) };
+            return unsafe { avx512::dot_group(x, parts.start, w, out) };
         }
         if has!("avx2") && has!("fma") {
             // SAFETY: as above, for `avx2::dot_group`.
-            return unsafe { avx2::dot_group(x, rows.start, w, out) };
+            return unsafe { avx2::dot_group(x, parts.start, w, out) };
         }
     }
-    for (o, r) in out.iter_mut().zip(rows) {
+    for (o, p) in out.iter_mut().zip(parts) {
         for (j, v) in o.iter_mut().enumerate() {
-            *v = dot_portable(x.row(r), &w[j * x.cols..(j + 1) * x.cols]);
+            *v = dot_portable(x.part(p), &w[j * x.cols..(j + 1) * x.cols]);
         }
     }
 }
 
-/// One output, the reference of the SIMD paths: x padded to whole chunks, w not.
+/// One part's dot product, the reference of the SIMD paths: x padded to whole chunks, w not.
 pub fn dot_portable(x: &[u16], w: &[u16]) -> f32 {
     let value = |b: u16| f32::from_bits(u32::from(b) << 16);
     let mut lanes = [0f32; LANES];
@@ -131,27 +140,26 @@ mod avx512 {
     use super::{padded_tail, Bf16Rows, CHUNK, GROUP};
     use std::arch::x86_64::*;
 
-    /// Rows `first..first + out.len()` of x (at most [`super::TILE`]) against the group.
+    /// Parts `first..first + out.len()` of x (at most [`super::TILE`]) against the group.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     pub unsafe fn dot_group(x: &Bf16Rows, first: usize, w: &[u16], out: &mut [[f32; GROUP]]) {
         let tails: [[u16; CHUNK]; GROUP] = std::array::from_fn(|j| padded_tail(&w[j * x.cols..(j + 1) * x.cols], x.cols / CHUNK));
         // SAFETY: this function's target features are the callee's.
         unsafe {
             match out.len() {
+                // Two parts per row of x: a tile holds two rows or the last one.
                 4 => tile::<4>(x, first, w, &tails, out),
-                3 => tile::<3>(x, first, w, &tails, out),
                 2 => tile::<2>(x, first, w, &tails, out),
-                1 => tile::<1>(x, first, w, &tails, out),
-                n => unreachable!("a tile of {n} rows"),
+                n => unreachable!("a tile of {n} parts"),
             }
         }
     }
 
-    /// Rows `r..r + R` of x against the group.
+    /// Parts `r..r + R` of x against the group.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     unsafe fn tile<const R: usize>(x: &Bf16Rows, r: usize, w: &[u16], tails: &[[u16; CHUNK]; GROUP], out: &mut [[f32; GROUP]]) {
         let (cols, full) = (x.cols, x.cols / CHUNK);
-        let xp: [*const u16; R] = std::array::from_fn(|i| x.row(r + i).as_ptr());
+        let xp: [*const u16; R] = std::array::from_fn(|i| x.part(r + i).as_ptr());
         let wp: [*const u16; GROUP] = std::array::from_fn(|j| w[j * cols..].as_ptr());
         let mut acc = [[_mm512_setzero_ps(); GROUP]; R];
         let load = |p: *const u16| -> __m512bh {
@@ -159,16 +167,20 @@ mod avx512 {
             unsafe { std::mem::transmute(_mm512_loadu_si512(p as *const _)) }
         };
         // SAFETY: chunk c < full lies inside every row of w (cols values) and of x (stride ≥ cols).
-        if R == 1 {
-            // Decoding, bound by memory: W's rows one after the other, one stream through
-            // memory (four rows at once decoded 15–20% slower, measured on the EPYC).
-            for (j, a) in acc[0].iter_mut().enumerate() {
+        if R <= 2 {
+            // Decoding (one row: two parts), bound by memory: W's rows one after the other,
+            // one stream through memory (four rows at once decoded 15–20% slower, measured
+            // on the EPYC), each row's words loaded once for both parts.
+            for j in 0..GROUP {
                 for c in 0..full {
-                    *a = _mm512_dpbf16_ps(*a, load(unsafe { xp[0].add(c * CHUNK) }), load(unsafe { wp[j].add(c * CHUNK) }));
+                    let wv = load(unsafe { wp[j].add(c * CHUNK) });
+                    for i in 0..R {
+                        acc[i][j] = _mm512_dpbf16_ps(acc[i][j], load(unsafe { xp[i].add(c * CHUNK) }), wv);
+                    }
                 }
             }
         } else {
-            // A prefill, bound by the multiply-adds: 4 × R independent sums per step.
+            // A prefill, bound by the multiply-adds: GROUP × R independent sums per step.
             for c in 0..full {
                 let wv: [__m512bh; GROUP] = std::array::from_fn(|j| load(unsafe { wp[j].add(c * CHUNK) }));
                 for i in 0..R {
@@ -227,7 +239,7 @@ mod avx2 {
         };
         let chunks = full + usize::from(cols % CHUNK != 0);
         for (r, o) in out.iter_mut().enumerate() {
-            let xp = x.row(first + r).as_ptr();
+            let xp = x.part(first + r).as_ptr();
             // W's rows one after the other: one stream through memory.
             for (j, v) in o.iter_mut().enumerate() {
                 let mut acc = [_mm256_setzero_ps(); 2];
@@ -269,10 +281,10 @@ mod tests {
     }
 
     /// The dispatched kernel against the portable reference, bit for bit, and against f64
-    /// sums of the rounded values: odd widths (a partial chunk) and row counts that
+    /// sums of x (unrounded) times w: odd widths (a partial chunk) and row counts that
     /// leave a partial tile.
     #[test]
-    fn groups_match_the_portable_sums() {
+    fn rows_match_the_portable_sums() {
         for (rows, cols) in [(1, 32), (3, 40), (6, 2048), (5, 7), (9, 100)] {
             let x = values(rows * cols, 1);
             let w: Vec<u16> = values(GROUP * cols, 2).iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
@@ -282,12 +294,26 @@ mod tests {
             for r in 0..rows {
                 for j in 0..GROUP {
                     let wr = &w[j * cols..(j + 1) * cols];
-                    let expected = dot_portable(xr.row(r), wr);
+                    let expected = dot_portable(xr.part(2 * r), wr) + dot_portable(xr.part(2 * r + 1), wr);
                     assert_eq!(out[r][j].to_bits(), expected.to_bits(), "rows {rows} cols {cols} at ({r}, {j})");
-                    let exact: f64 = (0..cols).map(|k| f64::from(half::bf16::from_f32(x[r * cols + k]).to_f32()) * f64::from(half::bf16::from_bits(wr[k]).to_f32())).sum();
-                    assert!((f64::from(expected) - exact).abs() <= 1e-5 * (cols as f64), "{expected} vs {exact}");
+                    let terms = (0..cols).map(|k| f64::from(x[r * cols + k]) * f64::from(half::bf16::from_bits(wr[k]).to_f32()));
+                    let (exact, magnitude) = terms.fold((0f64, 0f64), |(s, m), t| (s + t, m + t.abs()));
+                    // x's split keeps 16 bits (2⁻¹⁷ relative), then f32 sums.
+                    assert!((f64::from(expected) - exact).abs() <= magnitude * (2f64.powi(-17) + 1e-6), "{expected} vs {exact}");
                 }
             }
+        }
+    }
+
+    /// hi + lo is x to 16 significant bits.
+    #[test]
+    fn parts_keep_sixteen_bits() {
+        let x = values(4096, 5);
+        let xr = Bf16Rows::new(&x, [1, 4096]);
+        let value = |b: u16| half::bf16::from_bits(b).to_f32();
+        for (k, &v) in x.iter().enumerate() {
+            let sum = value(xr.part(0)[k]) + value(xr.part(1)[k]);
+            assert!((sum - v).abs() <= v.abs() * 2f32.powi(-17), "{v} split to {sum}");
         }
     }
 
@@ -302,14 +328,16 @@ mod tests {
         (x[1], x[CHUNK + 1], x[CHUNK]) = (1.0, 1.5 * 2f32.powi(-24), 2f32.powi(-24));
         let w = vec![bits(1.0); GROUP * cols];
         let xr = Bf16Rows::new(&x, [1, cols]);
-        assert_eq!(dot_portable(xr.row(0), &w[..cols]), 1.0 + 2f32.powi(-22));
+        // The values are bf16 already: the lo part is zero.
+        assert_eq!(dot_portable(xr.part(0), &w[..cols]), 1.0 + 2f32.powi(-22));
+        assert_eq!(dot_portable(xr.part(1), &w[..cols]), 0.0);
         let mut out = vec![[0f32; GROUP]; 1];
         dot_rows(&xr, &w, &mut out);
         assert_eq!(out[0], [1.0 + 2f32.powi(-22); GROUP]);
     }
 
-    /// Each SIMD path the CPU has, called directly on a tile of x's rows, against the
-    /// portable sums.
+    /// Each SIMD path the CPU has, called directly on tiles of x's parts (four: a prefill's
+    /// order; two: a decode step's), against the portable sums.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn every_simd_path_matches_the_portable_sums() {
@@ -318,17 +346,19 @@ mod tests {
         let x = values(rows * cols, 3);
         let w: Vec<u16> = values(GROUP * cols, 4).iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
         let xr = Bf16Rows::new(&x, [rows, cols]);
-        let expected: Vec<[f32; GROUP]> = (2..rows).map(|r| std::array::from_fn(|j| dot_portable(xr.row(r), &w[j * cols..(j + 1) * cols]))).collect();
-        let mut out = vec![[0f32; GROUP]; TILE];
-        if has!("avx2") && has!("fma") {
-            // SAFETY: the CPU has the path's features.
-            unsafe { avx2::dot_group(&xr, 2, &w, &mut out) };
-            assert_eq!(out, expected, "avx2");
-        }
-        if has!("avx512f") && has!("avx512bw") && has!("avx512bf16") {
-            // SAFETY: as above.
-            unsafe { avx512::dot_group(&xr, 2, &w, &mut out) };
-            assert_eq!(out, expected, "avx512");
+        for parts in [2..6, 4..6] {
+            let expected: Vec<[f32; GROUP]> = parts.clone().map(|p| std::array::from_fn(|j| dot_portable(xr.part(p), &w[j * cols..(j + 1) * cols]))).collect();
+            let mut out = vec![[0f32; GROUP]; parts.len()];
+            if has!("avx2") && has!("fma") {
+                // SAFETY: the CPU has the path's features.
+                unsafe { avx2::dot_group(&xr, parts.start, &w, &mut out) };
+                assert_eq!(out, expected, "avx2 {parts:?}");
+            }
+            if has!("avx512f") && has!("avx512bw") && has!("avx512bf16") {
+                // SAFETY: as above.
+                unsafe { avx512::dot_group(&xr, parts.start, &w, &mut out) };
+                assert_eq!(out, expected, "avx512 {parts:?}");
+            }
         }
     }
 }

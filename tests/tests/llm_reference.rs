@@ -3,9 +3,8 @@
 //! greedy steps, on every backend. Tolerance: max |Δlogit| ≤ 1e-3 · max |logit|.
 //!
 //! Each fixture runs with its matrices as stored (f16/bf16 fixtures: packed halves read
-//! by the project's kernels, on the CPU and on wgpu; bf16 on the CPU with a wider bound,
-//! [`TOL_CPU_BF16`]) and widened to f32 (the reference path, on the CPU); rounded to the
-//! other 16-bit format, the greedy tokens must not change.
+//! by the project's kernels, on the CPU and on wgpu) and widened to f32 (the reference
+//! path, on the CPU); rounded to the other 16-bit format, the greedy tokens must not change.
 
 use sphinx_core::llm::read_f32;
 use sphinx_core::generate::Sampler;
@@ -15,17 +14,10 @@ use sphinx_native::quantize::quantize_model_dir;
 use sphinx_tests::{devices, load_model, load_model_as, model_dir, rel_max_err, Reference};
 
 const TOL: f32 = 1e-3;
-/// The CPU multiplies bf16 matrices by activations rounded to bf16, as PyTorch's bf16 and
-/// the CPU's bf16 dot-product instruction do (docs/design.md §9): on the bf16 fixtures
-/// the logits move by up to 3.9e-3 · max |logit| (the greedy tokens must not change).
-const TOL_CPU_BF16: f32 = 1e-2;
-/// The fixtures whose matrices are stored in bf16.
-const BF16_FIXTURES: [&str; 2] = ["tiny-llama-mp2", "tiny-mixtral-mp2"];
 
 fn check_fixture(name: &str) {
     for (backend, device) in devices() {
-        let tol = if backend == "cpu" && BF16_FIXTURES.contains(&name) { TOL_CPU_BF16 } else { TOL };
-        check(name, backend, &device, WeightDtype::Auto, tol);
+        check(name, backend, &device, WeightDtype::Auto, TOL);
     }
     check(name, "cpu", &Device::flex(), WeightDtype::F32, TOL);
 }
