@@ -19,6 +19,8 @@ Systems (see --systems):
   llamacpp-vulkan-{f16,q4_0}            the Vulkan build, every layer offloaded (lavapipe here)
   runtime-cpu-{bf16,f16,f32,q8_0,q4_0}  `sphinx bench --device cpu` on DIR/runtime{,-f16,-f32,-q8_0,-q4_0}
                                         (the q8_0 / q4_0 directories written by `sphinx quantize`)
+  runtime-cpu-bf16act                   runtime-cpu-bf16 with --bf16-activations (activations rounded to
+                                        bf16 before each product, as PyTorch's bf16 and llama.cpp do)
   runtime-wgpu-{bf16,f32,q4_0}          `sphinx bench --device wgpu`
   reference-f32                         not in 'all': the repository's fp32 reference forward
                                         (tests/fixtures/gen/llm_reference.py) on DIR/runtime, a
@@ -44,7 +46,7 @@ VOCAB = 32000
 ALL_SYSTEMS = ["torch-f32", "torch-bf16",
                "llamacpp-cpu-f32", "llamacpp-cpu-f16", "llamacpp-cpu-q8_0", "llamacpp-cpu-q4_0",
                "llamacpp-vulkan-f16", "llamacpp-vulkan-q4_0",
-               "runtime-cpu-bf16", "runtime-cpu-f16", "runtime-cpu-f32", "runtime-cpu-q8_0", "runtime-cpu-q4_0",
+               "runtime-cpu-bf16", "runtime-cpu-bf16act", "runtime-cpu-f16", "runtime-cpu-f32", "runtime-cpu-q8_0", "runtime-cpu-q4_0",
                "runtime-wgpu-bf16", "runtime-wgpu-f32", "runtime-wgpu-q4_0"]
 
 
@@ -296,6 +298,7 @@ def system_spec(name, a):
         return "reference", os.path.join(w, "runtime"), "f32"
     if name.startswith("runtime-"):
         _, dev, dt = name.split("-")
+        dt = dt.removesuffix("act")  # bf16act: the bf16 weights, another flag
         d = "runtime" if dt == "bf16" else f"runtime-{dt}"
         return "runtime-" + dev, os.path.join(w, d), dt
     raise SystemExit(f"unknown system {name}; choose from {ALL_SYSTEMS}")
@@ -375,6 +378,8 @@ def run_system(name, a, env_base, vk_index, logdir):
         env["RAYON_NUM_THREADS"] = str(a.threads)
         cmd = [a.runtime_bin, "bench", "--model", path, "--device", kind.split("-")[1],
                "--prompt-tokens", str(a.prompt_tokens), "--decode-tokens", str(a.decode_tokens), "--json"]
+        if name.endswith("act"):
+            cmd.append("--bf16-activations")
     if kind in ("torch", "reference", "llamacpp-cpu", "llamacpp-vulkan"):
         cmd += ["--threads", str(a.threads), "--prompt-tokens", str(a.prompt_tokens),
                 "--decode-tokens", str(a.decode_tokens), "--seed", str(a.seed)]

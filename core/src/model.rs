@@ -132,7 +132,7 @@ impl SphinxModel {
             Some(vc) if !overrides.stream_encoders => 4 * vc.parameter_count(),
             _ => 0,
         };
-        let loader = WeightLoader::new(source, device, on_progress).with_weight_dtype(overrides.weight_dtype);
+        let loader = WeightLoader::new(source, device, on_progress).with_weight_dtype(overrides.weight_dtype).with_x_rounded_to_bf16(overrides.round_x_to_bf16);
         let llm_bytes = match loader.half_kind_of("output.weight") {
             Some(_) => config.device_bytes_with_weights(2),
             None => config.device_bytes(),

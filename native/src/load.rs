@@ -54,6 +54,11 @@ pub struct ModelArgs {
     /// reference path), f16 or bf16 rounds them. Activations are f32 in every case.
     #[arg(long, default_value = "auto")]
     pub dtype: WeightDtype,
+    /// bf16 weights on the CPU: round activations to bf16 before each product, as
+    /// PyTorch's bf16 and llama.cpp do — about 1.7× the prefill speed, answers that may
+    /// differ slightly from the f32 path's. Without it activations keep 16 significant bits.
+    #[arg(long)]
+    pub bf16_activations: bool,
     /// Attend with the reference path of Burn operations instead of the fused kernel,
     /// holding at most this many MiB of scores (queries in tiles; 0: one query at a time)
     #[arg(long, value_name = "MIB")]
@@ -96,6 +101,7 @@ impl ModelArgs {
             clip_activation: self.clip_gelu.then_some(Activation::Gelu),
             stream_encoders: self.stream_encoders,
             weight_dtype: self.dtype,
+            round_x_to_bf16: self.bf16_activations,
             device_memory: self.device_memory,
             score_tile_bytes: self.attention_tile_mib.map(|mib| mib.saturating_mul(1 << 20)),
         }

@@ -60,7 +60,7 @@ fn empty_f32(like: &CubeTensor, shape: Shape) -> CubeTensor {
 }
 
 impl SphinxOps for CubeBackend {
-    fn matvec_packed(x: CubeTensor, w: CubeTensor, bf16: bool) -> CubeTensor {
+    fn matvec_packed(x: CubeTensor, w: CubeTensor, bf16: bool, _round_x: bool) -> CubeTensor {
         let m = Matvec::new(x, w, "matvec_packed");
         assert_eq!(m.inp, 2 * m.words, "matvec_packed: x has {} columns, w {} words per row", m.inp, m.words);
         let grid = m.grid();

@@ -25,7 +25,7 @@ compile_error!("packed halves are read as little-endian u16 pairs");
 const OUTPUTS_PER_TASK: usize = 16;
 
 impl SphinxOps for Flex {
-    fn matvec_packed(x: FlexTensor, w: FlexTensor, bf16: bool) -> FlexTensor {
+    fn matvec_packed(x: FlexTensor, w: FlexTensor, bf16: bool, round_x: bool) -> FlexTensor {
         let (x, w) = (x.to_contiguous(), w.to_contiguous());
         let xs = x.as_slice::<f32>().expect("matvec_packed: x must be f32");
         let ws = w.as_slice::<u32>().expect("matvec_packed: w must be u32 words");
@@ -36,7 +36,7 @@ impl SphinxOps for Flex {
         if bf16 {
             // Any number of rows: the pairs' products (`flex_bf16.rs`), a task's rows of W
             // at once so that each tile of x is read once per task.
-            let x_rows = Bf16Rows::new(xs, [rows, inp]);
+            let x_rows = Bf16Rows::new(xs, [rows, inp], if round_x { 1 } else { 2 });
             return each_output_group::<Vec<u16>, OUTPUTS_PER_TASK>([rows, n_out], Vec::new, |padded, first, out| {
                 let w_rows = &halves[first * inp..((first + OUTPUTS_PER_TASK) * inp).min(halves.len())];
                 if w_rows.len() == OUTPUTS_PER_TASK * inp {

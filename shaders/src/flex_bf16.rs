@@ -4,7 +4,8 @@
 //!
 //! Each value of x is split once per product into two bf16, `hi = bf16(x)` and
 //! `lo = bf16(x − hi)` ([`Bf16Rows`]), so x keeps 16 of f32's 24 significant bits, and
-//! `x · w = hi · w + lo · w`: two dot products of bf16 vectors. Each of those keeps 16 f32
+//! `x · w = hi · w + lo · w`: two dot products of bf16 vectors (or, when the user asks
+//! for PyTorch's bf16 numerics, x is rounded to `hi` alone: one). Each of those keeps 16 f32
 //! lanes, and every step of [`CHUNK`] columns adds to lane `i` first the product of
 //! columns `2i + 1`, then that of columns `2i` (each product of two bf16 is exact in f32,
 //! so each addition rounds once); the lanes are then folded in a fixed order
@@ -20,39 +21,45 @@ const LANES: usize = CHUNK / 2;
 /// Rows of W dotted together (their outputs for every row of x).
 pub const GROUP: usize = 4;
 
-/// Rows of x as bf16 parts: part `2r` of row r is `hi`, part `2r + 1` is `lo` (each
-/// rounded to nearest even), each part padded with zeros to whole chunks.
+/// Rows of x as one or two bf16 parts each: part `k·r` of row r is `hi`, part `2r + 1`
+/// (k = 2) is `lo` (each rounded to nearest even), each padded with zeros to whole chunks.
 pub struct Bf16Rows {
-    bits: Vec<u16>, // [2 · rows, stride]
+    bits: Vec<u16>, // [k · rows, stride]
     rows: usize,
+    /// k: 2 (hi and lo) or 1 (hi: x rounded to bf16).
+    parts: usize,
     stride: usize,
     cols: usize,
 }
 
 impl Bf16Rows {
-    /// x [rows, cols] row-major.
-    pub fn new(x: &[f32], [rows, cols]: [usize; 2]) -> Self {
+    /// x [rows, cols] row-major, in `parts` (2: hi and lo; 1: hi) per row.
+    pub fn new(x: &[f32], [rows, cols]: [usize; 2], parts: usize) -> Self {
         assert_eq!(Some(x.len()), rows.checked_mul(cols), "Bf16Rows: {} values for [{rows}, {cols}]", x.len());
+        assert!(parts == 1 || parts == 2, "Bf16Rows: {parts} parts");
         let stride = cols.div_ceil(CHUNK) * CHUNK;
-        let mut bits = vec![0u16; 2 * rows * stride];
+        let mut bits = vec![0u16; parts * rows * stride];
         if cols > 0 {
-            for (dst, src) in bits.chunks_exact_mut(2 * stride).zip(x.chunks_exact(cols)) {
+            for (dst, src) in bits.chunks_exact_mut(parts * stride).zip(x.chunks_exact(cols)) {
                 let (hi, lo) = dst.split_at_mut(stride);
-                for ((h, l), &v) in hi.iter_mut().zip(lo.iter_mut()).zip(src) {
+                for (k, &v) in src.iter().enumerate() {
                     let high = half::bf16::from_f32(v);
-                    // v − high is exact in f32 (high is v rounded to fewer bits).
-                    (*h, *l) = (high.to_bits(), half::bf16::from_f32(v - high.to_f32()).to_bits());
+                    hi[k] = high.to_bits();
+                    if let Some(l) = lo.get_mut(k) {
+                        // v − high is exact in f32 (high is v rounded to fewer bits).
+                        *l = half::bf16::from_f32(v - high.to_f32()).to_bits();
+                    }
                 }
             }
         }
-        Self { bits, rows, stride, cols }
+        Self { bits, rows, parts, stride, cols }
     }
 
     pub fn rows(&self) -> usize {
         self.rows
     }
 
-    /// Part `p` (row `p / 2`'s hi when p is even, its lo when odd).
+    /// Part `p` (of row `p / k`: hi, or lo for the second of two).
     fn part(&self, p: usize) -> &[u16] {
         &self.bits[p * self.stride..(p + 1) * self.stride]
     }
@@ -65,14 +72,16 @@ pub fn dot_rows<const N: usize>(x: &Bf16Rows, w: &[u16], out: &mut [[f32; N]]) {
     const { assert!(N % GROUP == 0) };
     assert_eq!(w.len(), N * x.cols, "dot_rows: {} weights for {N} rows of {}", w.len(), x.cols);
     assert_eq!(out.len(), x.rows(), "dot_rows: {} outputs for {} rows", out.len(), x.rows());
+    let k = x.parts;
     let mut tile = [[0f32; GROUP]; TILE];
-    for first in (0..x.rows()).step_by(TILE / 2) {
-        let n = (TILE / 2).min(x.rows() - first);
+    for first in (0..x.rows()).step_by(TILE / k) {
+        let n = (TILE / k).min(x.rows() - first);
         for g in 0..N / GROUP {
-            dot_group(x, 2 * first..2 * (first + n), &w[g * GROUP * x.cols..(g + 1) * GROUP * x.cols], &mut tile[..2 * n]);
-            for (o, parts) in out[first..first + n].iter_mut().zip(tile.chunks_exact(2)) {
+            dot_group(x, k * first..k * (first + n), &w[g * GROUP * x.cols..(g + 1) * GROUP * x.cols], &mut tile[..k * n]);
+            for (o, parts) in out[first..first + n].iter_mut().zip(tile.chunks_exact(k)) {
                 for (j, v) in o[g * GROUP..(g + 1) * GROUP].iter_mut().enumerate() {
-                    *v = parts[0][j] + parts[1][j];
+                    // hi's sum, plus lo's when there is one.
+                    *v = parts[1..].iter().fold(parts[0][j], |sum, lo| sum + lo[j]);
                 }
             }
         }
@@ -147,9 +156,10 @@ mod avx512 {
         // SAFETY: this function's target features are the callee's.
         unsafe {
             match out.len() {
-                // Two parts per row of x: a tile holds two rows or the last one.
                 4 => tile::<4>(x, first, w, &tails, out),
+                3 => tile::<3>(x, first, w, &tails, out),
                 2 => tile::<2>(x, first, w, &tails, out),
+                1 => tile::<1>(x, first, w, &tails, out),
                 n => unreachable!("a tile of {n} parts"),
             }
         }
@@ -168,7 +178,7 @@ mod avx512 {
         };
         // SAFETY: chunk c < full lies inside every row of w (cols values) and of x (stride ≥ cols).
         if R <= 2 {
-            // Decoding (one row: two parts), bound by memory: W's rows one after the other,
+            // Decoding (one row: one or two parts), bound by memory: W's rows one after the other,
             // one stream through memory (four rows at once decoded 15–20% slower, measured
             // on the EPYC), each row's words loaded once for both parts.
             for j in 0..GROUP {
@@ -288,7 +298,7 @@ mod tests {
         for (rows, cols) in [(1, 32), (3, 40), (6, 2048), (5, 7), (9, 100)] {
             let x = values(rows * cols, 1);
             let w: Vec<u16> = values(GROUP * cols, 2).iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
-            let xr = Bf16Rows::new(&x, [rows, cols]);
+            let xr = Bf16Rows::new(&x, [rows, cols], 2);
             let mut out = vec![[0f32; GROUP]; rows];
             dot_rows(&xr, &w, &mut out);
             for r in 0..rows {
@@ -305,11 +315,30 @@ mod tests {
         }
     }
 
+    /// With x rounded to bf16 (one part per row), each output is that part's dot product,
+    /// on every tile size (a prefill's four rows, a last tile of three, decoding's one).
+    #[test]
+    fn rounded_rows_are_one_part() {
+        for rows in [1, 3, 7] {
+            let cols = 100;
+            let x = values(rows * cols, 6);
+            let w: Vec<u16> = values(GROUP * cols, 7).iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
+            let (one, two) = (Bf16Rows::new(&x, [rows, cols], 1), Bf16Rows::new(&x, [rows, cols], 2));
+            let mut out = vec![[0f32; GROUP]; rows];
+            dot_rows(&one, &w, &mut out);
+            for r in 0..rows {
+                assert_eq!(one.part(r), two.part(2 * r), "hi parts");
+                let expected: [f32; GROUP] = std::array::from_fn(|j| dot_portable(one.part(r), &w[j * cols..(j + 1) * cols]));
+                assert_eq!(out[r], expected, "{rows} rows, row {r}");
+            }
+        }
+    }
+
     /// hi + lo is x to 16 significant bits.
     #[test]
     fn parts_keep_sixteen_bits() {
         let x = values(4096, 5);
-        let xr = Bf16Rows::new(&x, [1, 4096]);
+        let xr = Bf16Rows::new(&x, [1, 4096], 2);
         let value = |b: u16| half::bf16::from_bits(b).to_f32();
         for (k, &v) in x.iter().enumerate() {
             let sum = value(xr.part(0)[k]) + value(xr.part(1)[k]);
@@ -327,7 +356,7 @@ mod tests {
         let mut x = vec![0f32; cols];
         (x[1], x[CHUNK + 1], x[CHUNK]) = (1.0, 1.5 * 2f32.powi(-24), 2f32.powi(-24));
         let w = vec![bits(1.0); GROUP * cols];
-        let xr = Bf16Rows::new(&x, [1, cols]);
+        let xr = Bf16Rows::new(&x, [1, cols], 2);
         // The values are bf16 already: the lo part is zero.
         assert_eq!(dot_portable(xr.part(0), &w[..cols]), 1.0 + 2f32.powi(-22));
         assert_eq!(dot_portable(xr.part(1), &w[..cols]), 0.0);
@@ -345,7 +374,7 @@ mod tests {
         let (rows, cols) = (6, 72);
         let x = values(rows * cols, 3);
         let w: Vec<u16> = values(GROUP * cols, 4).iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
-        let xr = Bf16Rows::new(&x, [rows, cols]);
+        let xr = Bf16Rows::new(&x, [rows, cols], 2);
         for parts in [2..6, 4..6] {
             let expected: Vec<[f32; GROUP]> = parts.clone().map(|p| std::array::from_fn(|j| dot_portable(xr.part(p), &w[j * cols..(j + 1) * cols]))).collect();
             let mut out = vec![[0f32; GROUP]; parts.len()];

@@ -42,9 +42,10 @@ pub use packed::{HalfKind, PackedHalves};
 pub trait SphinxOps: Backend {
     /// `x · Wᵀ` for a few rows of `x`: x [rows, in] f32, w [out, in/2] u32 words of
     /// packed halves (`bf16` selects the half format) → [rows, out] f32, accumulated in f32.
-    /// The CPU with bf16 W rounds x to bf16 and sums pairs of products as AVX512-BF16's
-    /// `vdpbf16ps` does (`flex_bf16.rs`), fast for any number of rows.
-    fn matvec_packed(x: FloatTensor<Self>, w: IntTensor<Self>, bf16: bool) -> FloatTensor<Self>;
+    /// The CPU with bf16 W splits x into two bf16 parts (or with `round_x` rounds it to
+    /// one) and sums pairs of products as AVX512-BF16's `vdpbf16ps` does (`flex_bf16.rs`),
+    /// fast for any number of rows; the GPU kernels keep x in f32 and ignore `round_x`.
+    fn matvec_packed(x: FloatTensor<Self>, w: IntTensor<Self>, bf16: bool, round_x: bool) -> FloatTensor<Self>;
     /// `x · Wᵀ` with W's rows as llama.cpp blocks (`blocks.rs`; `q4`: q4_0, else q8_0):
     /// x [rows, in] f32, w [out, words] u32 → [rows, out] f32. The CPU rounds x to q8_0
     /// blocks first and sums in integers, as llama.cpp's CPU does; the GPU kernels keep x
@@ -169,7 +170,7 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: &Tensor<1>, eps: f32) -> T
 /// each weight word is read once per row, straight from 16 bits.
 pub fn matvec_packed(x: Tensor<2>, w: &PackedHalves) -> Tensor<2> {
     let bf16 = w.kind == HalfKind::Bf16;
-    Tensor::from_dispatch(<Dispatch as SphinxOps>::matvec_packed(x.into_dispatch(), w.words.clone().into_dispatch(), bf16))
+    Tensor::from_dispatch(<Dispatch as SphinxOps>::matvec_packed(x.into_dispatch(), w.words.clone().into_dispatch(), bf16, w.round_x))
 }
 
 /// The packed weight as f32 [rows, cols] (exact: every f16 and bf16 value is an f32).

@@ -42,17 +42,25 @@ fn unpack_halves_widens_every_16_bit_pattern_exactly() {
     }
 }
 
-fn check_matvec(device: &Device, name: &str, kind: HalfKind, [rows, n_out, inp]: [usize; 3]) {
+fn check_matvec(device: &Device, name: &str, kind: HalfKind, shape: [usize; 3]) {
+    check_matvec_rounding(device, name, kind, shape, false);
+    if kind == HalfKind::Bf16 {
+        check_matvec_rounding(device, name, kind, shape, true);
+    }
+}
+
+/// `round_x`: x rounded to bf16 on the CPU ([`PackedHalves::round_x`]; the GPU ignores it).
+fn check_matvec_rounding(device: &Device, name: &str, kind: HalfKind, [rows, n_out, inp]: [usize; 3], round_x: bool) {
     let seed = (rows * 1_000_003 + n_out * 1009 + inp) as u64;
     let x_values = values(rows * inp, seed);
     let w_values = values(n_out * inp, seed + 1);
-    let w = PackedHalves::from_f32(&w_values, kind, [n_out, inp], device).expect("even columns");
+    let w = PackedHalves::from_f32(&w_values, kind, [n_out, inp], device).expect("even columns").with_x_rounded(round_x);
     let x = Tensor::<2>::from_data(TensorData::new(x_values.clone(), [rows, inp]), device);
     let got = read(matvec_packed(x.clone(), &w));
-    // The CPU multiplies bf16 W by x rounded to bf16 (flex_bf16.rs), for any number of rows.
-    let rounds_x = name == "cpu" && kind == HalfKind::Bf16;
-    assert_eq!(w.multiplies_any_rows(), rounds_x, "{name} {}", kind.name());
-    let want = read(match rounds_x {
+    // The CPU multiplies bf16 W by x in bf16 parts (flex_bf16.rs), for any number of rows.
+    let bf16_on_cpu = name == "cpu" && kind == HalfKind::Bf16;
+    assert_eq!(w.multiplies_any_rows(), bf16_on_cpu, "{name} {}", kind.name());
+    let want = read(match bf16_on_cpu {
         true => pollster::block_on(reference::matvec_packed_rounded(x, &w)),
         false => pollster::block_on(reference::matvec_packed(x, &w)),
     });

@@ -26,6 +26,7 @@ pub struct WeightLoader<'a, S: WeightSource> {
     prefix: &'static str,
     /// The precision the LLM's matrices are held in ([`WeightLoader::halves`]).
     weight_dtype: WeightDtype,
+    round_x_to_bf16: bool,
     used: RefCell<BTreeSet<String>>,
     done: Cell<u64>,
     loaded_elements: Cell<u64>,
@@ -43,6 +44,7 @@ impl<'a, S: WeightSource> WeightLoader<'a, S> {
             device: device.clone(),
             prefix,
             weight_dtype: WeightDtype::Auto,
+            round_x_to_bf16: false,
             used: RefCell::new(BTreeSet::new()),
             done: Cell::new(0),
             loaded_elements: Cell::new(0),
@@ -58,6 +60,12 @@ impl<'a, S: WeightSource> WeightLoader<'a, S> {
     /// Holds the LLM's matrices in `dtype` (default: the checkpoint's own).
     pub fn with_weight_dtype(mut self, dtype: WeightDtype) -> Self {
         self.weight_dtype = dtype;
+        self
+    }
+
+    /// bf16 matrices multiply x rounded to bf16 on the CPU ([`PackedHalves::round_x`]).
+    pub fn with_x_rounded_to_bf16(mut self, round: bool) -> Self {
+        self.round_x_to_bf16 = round;
         self
     }
 
@@ -120,6 +128,7 @@ impl<'a, S: WeightSource> WeightLoader<'a, S> {
             }
         };
         PackedHalves::from_le_bytes(bytes, kind, shape, &self.device)
+            .map(|p| p.with_x_rounded(self.round_x_to_bf16))
             .ok_or_else(|| WeightError::ShapeMismatch { name: full, expected: shape.to_vec(), got: vec![shape[0], shape[1] / 2 * 2] })
     }
 
