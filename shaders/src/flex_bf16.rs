@@ -137,6 +137,7 @@ pub fn fold_lanes(l: [f32; LANES]) -> f32 {
 }
 
 /// The last partial chunk of a row of w, padded with zeros (so the kernels read whole chunks).
+#[cfg(target_arch = "x86_64")]
 fn padded_tail(w: &[u16], full: usize) -> [u16; CHUNK] {
     let mut tail = [0u16; CHUNK];
     let rest = &w[full * CHUNK..];
