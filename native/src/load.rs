@@ -55,7 +55,7 @@ pub struct ModelArgs {
     #[arg(long, default_value = "auto")]
     pub dtype: WeightDtype,
     /// bf16 weights on the CPU: round activations to bf16 before each product, as
-    /// PyTorch's bf16 and llama.cpp do — about 1.7× the prefill speed, answers that may
+    /// PyTorch's bf16 and llama.cpp do — about 1.8× the prefill speed, answers that may
     /// differ slightly from the f32 path's. Without it activations keep 16 significant bits.
     #[arg(long)]
     pub bf16_activations: bool,

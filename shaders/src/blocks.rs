@@ -175,7 +175,7 @@ impl BlockMatrix {
     /// device's kernels: on the CPU backend a matrix of whole groups of eight rows is
     /// interleaved (`interleaved.rs`; its rows cannot be gathered one by one).
     pub fn for_products(bytes: Vec<u8>, format: BlockFormat, [rows, cols]: [usize; 2], device: &Device) -> Option<Self> {
-        let on_cpu = matches!(device.as_dispatch(), burn::backend::DispatchDevice::Flex(_));
+        let on_cpu = crate::is_cpu(device);
         let row_bytes = format.row_bytes(cols).filter(|&r| rows.checked_mul(r) == Some(bytes.len()));
         // Interleaved only where `from_blocks` would take the bytes (whole rows of words).
         match row_bytes.filter(|_| on_cpu && crate::interleaved::fits(rows) && rows_of_whole_words(cols)) {

@@ -84,6 +84,12 @@ pub trait SphinxOps: Backend {
     fn attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, keys: usize, start: usize, seq: usize, scale: f32) -> FloatTensor<Self>;
 }
 
+/// Whether `device` is Burn's CPU backend, whose kernels (`flex.rs`) take layouts and
+/// row counts of their own (interleaved blocks, bf16 products for any number of rows).
+pub(crate) fn is_cpu(device: &burn::tensor::Device) -> bool {
+    matches!(device.as_dispatch(), burn::backend::DispatchDevice::Flex(_))
+}
+
 /// Head dimensions the attention kernel takes (its workgroup memory holds
 /// [`ATTENTION_BLOCK`] partial outputs of `hd` values within WebGPU's 16 KiB).
 pub const MAX_ATTENTION_HEAD_DIM: usize = 240;
@@ -166,8 +172,9 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: &Tensor<1>, eps: f32) -> T
     Tensor::<2>::from_dispatch(<Dispatch as SphinxOps>::rms_norm(x, weight.clone().into_dispatch(), eps)).reshape(dims)
 }
 
-/// x [rows, in] · Wᵀ with W packed: [rows, out]. Meant for decoding (one or a few rows):
-/// each weight word is read once per row, straight from 16 bits.
+/// x [rows, in] · Wᵀ with W packed: [rows, out]. Meant for decoding (one or a few rows),
+/// and for any number of rows where [`PackedHalves::multiplies_any_rows`]: each weight
+/// word is read straight from 16 bits.
 pub fn matvec_packed(x: Tensor<2>, w: &PackedHalves) -> Tensor<2> {
     let bf16 = w.kind == HalfKind::Bf16;
     Tensor::from_dispatch(<Dispatch as SphinxOps>::matvec_packed(x.into_dispatch(), w.words.clone().into_dispatch(), bf16, w.round_x))
