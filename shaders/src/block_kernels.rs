@@ -32,43 +32,112 @@ fn q8_value(w: &Tensor<u32>, base: usize, b: usize, j: usize) -> f32 {
     f32::cast_from(q) - select(q > 127u32, 256.0f32, 0.0f32)
 }
 
-/// Σ_j x[xb + j] · value_j over the block at byte `b` of the row at word `base`: the
-/// quants summed against x first, then scaled once (as llama.cpp's dot products do).
+/// `s[u]` plus x's products with the values of word `q[u]` of quant bytes, for each of
+/// the unit's `outputs` rows of W: byte `i` holds value `j = i` (q8_0: signed) or values
+/// `j = i` (low nibble) and `j = i + 16` (high nibble; q4_0, both minus 8), x's value `j`
+/// at `x[xj + j]`. Each value of x is loaded once for all the rows.
 #[cube]
-fn block_dot(x: &Tensor<f32>, xb: usize, w: &Tensor<u32>, base: usize, b: usize, #[comptime] q4: bool) -> f32 {
-    let mut s = 0.0f32;
-    if comptime!(q4) {
-        for j in 0..16usize {
-            let q = byte_at(w, base, b + 2 + j);
-            s += x[xb + j] * (f32::cast_from(q & 0xFu32) - 8.0f32);
-            s += x[xb + j + 16] * (f32::cast_from(q >> 4u32) - 8.0f32);
-        }
-    } else {
-        for j in 0..32usize {
-            s += x[xb + j] * q8_value(w, base, b, j);
+fn word_dots(x: &Tensor<f32>, xj: usize, q: &Array<u32>, s: &mut Array<f32>, #[comptime] q4: bool, #[comptime] outputs: usize) {
+    #[unroll]
+    for i in 0..4usize {
+        let shift = (i * 8) as u32;
+        let low = x[xj + i];
+        if comptime!(q4) {
+            let high = x[xj + i + 16];
+            #[unroll]
+            for u in 0..outputs {
+                let b = (q[u] >> shift) & 0xFFu32;
+                s[u] += low * (f32::cast_from(b & 0xFu32) - 8.0f32);
+                s[u] += high * (f32::cast_from(b >> 4u32) - 8.0f32);
+            }
+        } else {
+            #[unroll]
+            for u in 0..outputs {
+                let b = (q[u] >> shift) & 0xFFu32;
+                s[u] += low * (f32::cast_from(b) - select(b > 127u32, 256.0f32, 0.0f32));
+            }
         }
     }
-    s * block_scale(w, base, b)
 }
 
-/// out[r, o] = Σ_k x[r, k] · W[o, k] with W's rows as blocks, w [out, words]. One unit
-/// per output (o over the cubes' x and y, r = CUBE_POS_Z), its row's blocks in order,
+/// `acc[u]` plus x's dot products with two consecutive blocks of row u of the unit's
+/// `outputs` rows of W (row u's pair starts at word `base + u · words`; a pair is 9 words
+/// in q4_0, 17 in q8_0: each block's scale, then its quants), x's values at
+/// `x[xb..xb + 64]`. Each block's quants are summed against x first, then scaled once (as
+/// llama.cpp's dot products do), and the two added to `acc[u]` in order. Every word is
+/// loaded once: the first block's quants straddle words (they start at byte 2), the
+/// second's are whole.
+#[cube]
+fn block_pair_dots(x: &Tensor<f32>, xb: usize, w: &Tensor<u32>, base: usize, words: usize, acc: &mut Array<f32>, #[comptime] q4: bool, #[comptime] outputs: usize) {
+    // Words of quants per block: 16 bytes in q4_0, 32 in q8_0.
+    let n = comptime!(if q4 { 4usize } else { 8usize });
+    let mut first = Array::<u32>::new(outputs);
+    let mut prev = Array::<u32>::new(outputs);
+    let mut q = Array::<u32>::new(outputs);
+    let mut s = Array::<f32>::new(outputs);
+    #[unroll]
+    for u in 0..outputs {
+        first[u] = w[base + u * words];
+        prev[u] = first[u];
+        s[u] = 0.0f32;
+    }
+    #[unroll]
+    for m in 0..n {
+        #[unroll]
+        for u in 0..outputs {
+            let next = w[base + u * words + 1 + m];
+            q[u] = (prev[u] >> 16u32) | (next << 16u32);
+            prev[u] = next;
+        }
+        word_dots(x, xb + 4 * m, &q, &mut s, q4, outputs);
+    }
+    #[unroll]
+    for u in 0..outputs {
+        acc[u] += s[u] * half_to_f32(first[u] & 0xFFFFu32, false);
+        s[u] = 0.0f32;
+    }
+    // `prev[u]` is word n of the pair: its high half is the second block's scale.
+    #[unroll]
+    for m in 0..n {
+        #[unroll]
+        for u in 0..outputs {
+            q[u] = w[base + u * words + n + 1 + m];
+        }
+        word_dots(x, xb + 32 + 4 * m, &q, &mut s, q4, outputs);
+    }
+    #[unroll]
+    for u in 0..outputs {
+        acc[u] += s[u] * half_to_f32(prev[u] >> 16u32, false);
+    }
+}
+
+/// out[r, o] = Σ_k x[r, k] · W[o, k] with W's rows as blocks, w [out, words] (rows of an
+/// even number of blocks: whole words, `blocks::rows_of_whole_words`). Each unit computes
+/// `outputs` consecutive outputs (n_out a multiple of it; the first o = unit · outputs
+/// over the cubes' x and y, r = CUBE_POS_Z), its rows' blocks in order, two at a time,
 /// without shared memory or barriers (as `matvec_packed_kernel`).
 #[cube(launch_unchecked)]
-pub fn matvec_blocks_kernel(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f32>, #[comptime] q4: bool) {
+pub fn matvec_blocks_kernel(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f32>, #[comptime] q4: bool, #[comptime] outputs: usize) {
     let n_out = w.shape(0);
     let words = w.shape(1);
-    let o = global_index();
+    let o = global_index() * outputs;
     if o < n_out {
         let r = CUBE_POS_Z as usize;
-        let bb = block_bytes(q4);
-        let blocks = words * 4 / bb;
-        let x_row = r * blocks * 32;
-        let mut acc = 0.0f32;
-        for k in 0..blocks {
-            acc += block_dot(x, x_row + k * 32, w, o * words, k * bb, q4);
+        let pair_words = comptime!(if q4 { 9usize } else { 17usize });
+        let pairs = words / pair_words;
+        let x_row = r * pairs * 64;
+        let mut acc = Array::<f32>::new(outputs);
+        #[unroll]
+        for u in 0..outputs {
+            acc[u] = 0.0f32;
         }
-        out[r * n_out + o] = acc;
+        for k in 0..pairs {
+            block_pair_dots(x, x_row + k * 64, w, o * words + k * pair_words, words, &mut acc, q4, outputs);
+        }
+        #[unroll]
+        for u in 0..outputs {
+            out[r * n_out + o + u] = acc[u];
+        }
     }
 }
 

@@ -13,8 +13,15 @@ use crate::{block_kernels, kernels, moe_kernels, SphinxOps};
 
 /// Units per cube in the reductions: a power of two within WebGPU's guaranteed 256.
 const REDUCE_BLOCK: usize = 64;
-/// Outputs per cube in the matrix-vector product (one unit each).
+/// Units per cube in the MoE kernels (one output each).
 const MATVEC_BLOCK: usize = 64;
+/// Most outputs one unit of a matrix-vector product computes (docs/design.md §9, "Outputs
+/// per unit"): each value of x it loads serves all of them. On lavapipe 8 decoded q4_0
+/// TinyLlama at 1.6–1.8 tok/s, 4 at 1.3–1.6, 1 at 0.7–1.0.
+const MATVEC_OUTPUTS: usize = 8;
+/// Units per cube in the matrix-vector products: with 8 outputs each, a 256-row matrix
+/// (a kv projection) still spans a cube per CPU thread on lavapipe.
+const MATVEC_UNITS: usize = 32;
 /// Units per cube in element-wise kernels.
 const ELEMENTWISE_BLOCK: usize = 256;
 /// WebGPU guarantees 65535 workgroups per grid dimension.
@@ -49,9 +56,14 @@ impl Matvec {
         Self { x, w, out, rows, inp, n_out, words }
     }
 
-    /// [`MATVEC_BLOCK`] outputs per cube, one row per z.
+    /// Outputs per unit: the most of [`MATVEC_OUTPUTS`], 4, 2, 1 that divides n_out.
+    fn outputs(&self) -> usize {
+        [MATVEC_OUTPUTS, 4, 2, 1].into_iter().find(|u| self.n_out % u == 0).unwrap_or(1)
+    }
+
+    /// [`MATVEC_UNITS`] units per cube of `outputs()` outputs each, one row per z.
     fn grid(&self) -> CubeCount {
-        grid(self.n_out.div_ceil(MATVEC_BLOCK), self.rows)
+        grid((self.n_out / self.outputs()).div_ceil(MATVEC_UNITS), self.rows)
     }
 }
 
@@ -63,20 +75,22 @@ impl SphinxOps for CubeBackend {
     fn matvec_packed(x: CubeTensor, w: CubeTensor, bf16: bool, _round_x: bool) -> CubeTensor {
         let m = Matvec::new(x, w, "matvec_packed");
         assert_eq!(m.inp, 2 * m.words, "matvec_packed: x has {} columns, w {} words per row", m.inp, m.words);
-        let grid = m.grid();
+        let (grid, outputs) = (m.grid(), m.outputs());
         let Matvec { x, w, out, .. } = m;
         let client = x.client.clone();
         // SAFETY: every index the kernel reads or writes is below the bound it checks
-        // (o < n_out; c < words by the loop) or fixed by the shapes asserted above.
+        // (o + outputs ≤ n_out, as outputs divides n_out; c < words by the loop) or fixed
+        // by the shapes asserted above.
         unsafe {
             kernels::matvec_packed_kernel::launch_unchecked(
                 &client,
                 grid,
-                CubeDim::new_1d(MATVEC_BLOCK as u32),
+                CubeDim::new_1d(MATVEC_UNITS as u32),
                 x.into_tensor_arg(),
                 w.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
                 bf16,
+                outputs,
             )
         };
         out
@@ -88,20 +102,22 @@ impl SphinxOps for CubeBackend {
         let m = Matvec::new(x, w, "matvec_blocks");
         let (inp, words) = (m.inp, m.words);
         assert_eq!(format.cols_in(words * 4), Some(inp), "matvec_blocks: x has {inp} columns, w {words} words of {} blocks per row", format.name());
-        let grid = m.grid();
+        let (grid, outputs) = (m.grid(), m.outputs());
         let Matvec { x, w, out, .. } = m;
         let client = x.client.clone();
-        // SAFETY: the kernel guards o < n_out; every block it reads lies in row o's
-        // `words` words and every x value in row r's `inp` columns (asserted above).
+        // SAFETY: the kernel guards o < n_out (then o + outputs ≤ n_out, as outputs
+        // divides n_out); every block it reads lies in its rows' `words` words and every
+        // x value in row r's `inp` columns (asserted above).
         unsafe {
             block_kernels::matvec_blocks_kernel::launch_unchecked(
                 &client,
                 grid,
-                CubeDim::new_1d(MATVEC_BLOCK as u32),
+                CubeDim::new_1d(MATVEC_UNITS as u32),
                 x.into_tensor_arg(),
                 w.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
                 q4,
+                outputs,
             )
         };
         out

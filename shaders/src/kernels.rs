@@ -56,27 +56,39 @@ fn block_sum(value: f32, #[comptime] block: usize) -> f32 {
     partial[0]
 }
 
-/// out[r, o] = Σ_k x[r, k] · W[o, k] with W as packed halves. One unit per output
-/// (o = cube · CUBE_DIM + UNIT_POS over x and y, r = CUBE_POS_Z), summing its row's words
-/// in order: no shared memory and no barriers, which CPU drivers such as lavapipe run
-/// as plain loops over the workgroup's units.
+/// out[r, o] = Σ_k x[r, k] · W[o, k] with W as packed halves. Each unit computes
+/// `outputs` consecutive outputs (n_out a multiple of it; the first o = unit · outputs
+/// over the cubes' x and y, r = CUBE_POS_Z), summing each row's words in order, each value
+/// of x loaded once for all of them: no shared memory and no barriers, which CPU drivers
+/// such as lavapipe run as plain loops over the workgroup's units.
 #[cube(launch_unchecked)]
-pub fn matvec_packed_kernel(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f32>, #[comptime] bf16: bool) {
+pub fn matvec_packed_kernel(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f32>, #[comptime] bf16: bool, #[comptime] outputs: usize) {
     let n_out = w.shape(0);
     let words = w.shape(1);
-    let cube = cube_index();
-    let o = cube * CUBE_DIM as usize + UNIT_POS as usize;
+    let o = global_index() * outputs;
     if o < n_out {
         let r = CUBE_POS_Z as usize;
         let x_row = r * words * 2;
         let w_row = o * words;
-        let mut acc = 0.0f32;
-        for c in 0..words {
-            let word = w[w_row + c];
-            acc += x[x_row + 2 * c] * half_to_f32(word & 0xFFFFu32, bf16);
-            acc += x[x_row + 2 * c + 1] * half_to_f32(word >> 16u32, bf16);
+        let mut acc = Array::<f32>::new(outputs);
+        #[unroll]
+        for u in 0..outputs {
+            acc[u] = 0.0f32;
         }
-        out[r * n_out + o] = acc;
+        for c in 0..words {
+            let even = x[x_row + 2 * c];
+            let odd = x[x_row + 2 * c + 1];
+            #[unroll]
+            for u in 0..outputs {
+                let word = w[w_row + u * words + c];
+                acc[u] += even * half_to_f32(word & 0xFFFFu32, bf16);
+                acc[u] += odd * half_to_f32(word >> 16u32, bf16);
+            }
+        }
+        #[unroll]
+        for u in 0..outputs {
+            out[r * n_out + o + u] = acc[u];
+        }
     }
 }
 

@@ -104,6 +104,9 @@ fn matvec_blocks_matches_matmul_on_the_dequantized_weight() {
         [1, 3, 5632],   // TinyLlama's FFN width: 176 blocks
         [3, 24, 192],   // three groups of eight rows (interleaved on the CPU), three rows of x
         [2, 8, 5632],   // one group over TinyLlama's FFN width
+        [2, 12, 128],   // four outputs per GPU unit (12 is no multiple of 8)
+        [1, 10, 64],    // two outputs per GPU unit
+        [1, 328, 64],   // 41 units of eight outputs: two cubes of 32 units, the last partial
     ];
     for (name, device) in devices() {
         for format in BlockFormat::ALL {

@@ -83,6 +83,7 @@ fn matvec_packed_matches_matmul_on_the_widened_weight() {
         [3, 65, 130],   // a few rows at once
         [1, 256, 2048], // a decode step of a small LLM
         [9, 10, 70],    // a prefill on the CPU: a partial tile of x rows, of W rows, of columns
+        [2, 12, 66],    // four outputs per GPU unit (12 is no multiple of 8)
     ];
     for (name, device) in devices() {
         for kind in [HalfKind::F16, HalfKind::Bf16] {
@@ -95,8 +96,9 @@ fn matvec_packed_matches_matmul_on_the_widened_weight() {
 
 #[test]
 fn matvec_packed_covers_many_outputs_and_a_partial_last_workgroup() {
-    // 70000 outputs: 1094 workgroups of 64, the last one partial. (The grid's wrap into a
-    // second dimension is exercised by rms_norm's 70000 rows, one workgroup each.)
+    // 70000 outputs: on the GPU 8750 units of eight outputs, 274 cubes of 32 units, the
+    // last one partial. (The grid's wrap into a second dimension is exercised by
+    // rms_norm's 70000 rows, one workgroup each.)
     for (name, device) in devices() {
         check_matvec(&device, name, HalfKind::Bf16, [1, 70_000, 4]);
     }

@@ -3,7 +3,7 @@
 // per-call cost"). With --profile it also samples the page's CPU while it decodes
 // (Chromium's profiler over the DevTools protocol) and prints where the time went.
 //
-//   SPHINX_BIN=target/release/sphinx node web/test/decode-rate.mjs [--model DIR] [--tokens 24] [--profile]
+//   SPHINX_BIN=target/release/sphinx node web/test/decode-rate.mjs [--model DIR] [--tokens 24] [--runs 3] [--profile]
 //
 // Needs web/dist (web/build.sh), Debian's Chromium and web/test's npm packages.
 import { execFileSync } from "node:child_process";
@@ -18,16 +18,23 @@ const root = resolve(new URL("../..", import.meta.url).pathname);
 const { values: opt } = parseArgs({ options: {
   model: { type: "string", default: join(root, "tests/fixtures/models/tiny-llama-mp2") },
   tokens: { type: "string", default: "24" },
+  runs: { type: "string", default: "3" },
   profile: { type: "boolean", default: false },
 } });
 const sphinx = process.env.SPHINX_BIN ?? join(root, "target/release/sphinx");
 const tokens = Number(opt.tokens);
+const runs = Number(opt.runs);
+// Progress on stderr: a large model on SwiftShader takes many minutes per stage.
+const t0 = Date.now();
+const progress = (what) => console.error(`[${((Date.now() - t0) / 1000).toFixed(0)} s] ${what}`);
 const prompt = "What's in the image?";
 const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
-// Native: `sphinx generate --json` reports its decode rate; three runs, the median.
-const nativeRates = [0, 1, 2].map(() => JSON.parse(execFileSync(sphinx, ["generate", "--model", opt.model, "--prompt", prompt,
+// Native: `sphinx generate --json` reports its decode rate; `runs` runs, the median.
+const nativeRates = Array.from({ length: runs }, () => JSON.parse(execFileSync(sphinx, ["generate", "--model", opt.model, "--prompt", prompt,
   "--max-tokens", String(tokens), "--temperature", "0", "--device", "wgpu", "--json"], { stdio: ["ignore", "pipe", "ignore"] })).tokensPerSecond);
+console.log(`native wgpu: ${nativeRates.map((r) => r.toPrecision(3)).join(", ")} tok/s`);
+progress("native runs done; converting for the web");
 
 const work = mkdtempSync(join(tmpdir(), "sphinx-decode-rate-"));
 execFileSync(sphinx, ["convert", "--web", opt.model, join(work, "model")], { stdio: "ignore" });
@@ -42,6 +49,7 @@ const ctx = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "s
 const page = await ctx.newPage();
 await page.goto(`${origin}/test/page.html`);
 await page.waitForFunction(() => window.sphinxReady);
+progress("page ready; loading the model and a 4-token warm-up answer");
 // In the page's own thread (no worker), so that the profiler sees the wasm.
 const adapter = await page.evaluate(async () => {
   const { vendor, architecture } = (await navigator.gpu.requestAdapter()).info;
@@ -55,16 +63,16 @@ if (cdp) {
   await cdp.send("Profiler.setSamplingInterval", { interval: 200 });
   await cdp.send("Profiler.start");
 }
-const browserRates = await page.evaluate(async ([prompt, maxTokens]) => {
-  const rates = [];
-  for (let i = 0; i < 3; i++) rates.push((await window.model.generate({ prompt, maxTokens, temperature: 0 })).tokensPerSecond);
-  return rates;
-}, [prompt, tokens]);
-console.log(`native wgpu: ${nativeRates.map((r) => r.toFixed(1)).join(", ")} tok/s`);
-console.log(`browser (${adapter}): ${browserRates.map((r) => r.toFixed(1)).join(", ")} tok/s`);
+const browserRates = [];
+for (let i = 0; i < runs; i++) {
+  progress(`browser (${adapter}): answer ${i + 1} of ${runs}`);
+  browserRates.push(await page.evaluate(async ([prompt, maxTokens]) =>
+    (await window.model.generate({ prompt, maxTokens, temperature: 0 })).tokensPerSecond, [prompt, tokens]));
+}
+console.log(`browser (${adapter}): ${browserRates.map((r) => r.toPrecision(3)).join(", ")} tok/s`);
 console.log(`browser / native (medians): ${(median(browserRates) / median(nativeRates)).toFixed(2)}`);
 if (cdp) {
-  // Self time per function over the three answers.
+  // Self time per function over the answers.
   const { profile } = await cdp.send("Profiler.stop");
   const nodes = new Map(profile.nodes.map((n) => [n.id, n]));
   const self = new Map();
