@@ -8,7 +8,7 @@
 // Needs web/dist (web/build.sh), Debian's Chromium and web/test's npm packages.
 import { execFileSync } from "node:child_process";
 import { join, resolve } from "node:path";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { parseArgs } from "node:util";
 import { chromium } from "playwright-core";
@@ -42,7 +42,8 @@ const { server, origin } = await serveFiles((path) => {
   const [, top, ...rest] = path.split("/");
   return top === "models" ? join(work, ...rest) : join(root, "web", top, ...rest);
 });
-const ctx = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "sphinx-chromium-")), {
+const profileDir = mkdtempSync(join(tmpdir(), "sphinx-chromium-"));
+const ctx = await chromium.launchPersistentContext(profileDir, {
   executablePath: "/usr/bin/chromium", headless: true,
   args: ["--no-sandbox", "--no-first-run", "--disable-gpu-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=native"],
 });
@@ -85,3 +86,5 @@ if (cdp) {
 }
 await ctx.close();
 server.close();
+// The converted model (as large as the model) and the browser profile: this run made both.
+for (const dir of [work, profileDir]) rmSync(dir, { recursive: true, force: true });
