@@ -1,36 +1,13 @@
 //! CubeCL kernels that read llama.cpp's q8_0 and q4_0 blocks (`blocks.rs`) straight from
 //! `u32` words: a block starts on an even byte, so its f16 scale is one half of a word,
 //! and its quants are bytes taken out of words with shifts (core WGSL has no 8- or
-//! 16-bit loads). `q4` selects q4_0 (18-byte blocks) over q8_0 (34-byte blocks).
+//! 16-bit loads). Blocks go in pairs, which are whole words (rows hold an even number of
+//! blocks), each word loaded once. `q4` selects q4_0 (18-byte blocks) over q8_0 (34-byte
+//! blocks).
 
 use cubecl::prelude::*;
 
 use crate::kernels::{global_index, half_to_f32};
-
-/// Bytes of one block.
-#[cube]
-fn block_bytes(#[comptime] q4: bool) -> usize {
-    if comptime!(q4) { 18usize } else { 34usize }
-}
-
-/// Byte `b` of the little-endian words starting at word `base`.
-#[cube]
-fn byte_at(w: &Tensor<u32>, base: usize, b: usize) -> u32 {
-    (w[base + b / 4] >> (((b % 4) * 8) as u32)) & 0xFFu32
-}
-
-/// The scale of the block starting at (even) byte `b` of the row at word `base`.
-#[cube]
-fn block_scale(w: &Tensor<u32>, base: usize, b: usize) -> f32 {
-    half_to_f32((w[base + b / 4] >> (((b % 4) * 8) as u32)) & 0xFFFFu32, false)
-}
-
-/// Quant `j` (0..32) of a q8_0 block at byte `b`, as a signed value.
-#[cube]
-fn q8_value(w: &Tensor<u32>, base: usize, b: usize, j: usize) -> f32 {
-    let q = byte_at(w, base, b + 2 + j);
-    f32::cast_from(q) - select(q > 127u32, 256.0f32, 0.0f32)
-}
 
 /// `s[u]` plus x's products with the values of word `q[u]` of quant bytes, for each of
 /// the unit's `outputs` rows of W: byte `i` holds value `j = i` (q8_0: signed) or values
@@ -141,30 +118,51 @@ pub fn matvec_blocks_kernel(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f
     }
 }
 
-/// The blocks' values: w [rows, words] → out [rows, cols], one unit per block (over all
-/// rows), writing its 32 values.
+/// The values of word `q` of a block's quant bytes (the block's scale `d`) into
+/// `out[oj..]`, as [`word_dots`] reads them: byte `i` gives value `i` (q8_0, signed), or
+/// values `i` (low nibble) and `i + 16` (high nibble; q4_0, both minus 8).
+#[cube]
+fn word_values(q: u32, d: f32, out: &mut Tensor<f32>, oj: usize, #[comptime] q4: bool) {
+    #[unroll]
+    for i in 0..4usize {
+        let b = (q >> ((i * 8) as u32)) & 0xFFu32;
+        if comptime!(q4) {
+            out[oj + i] = (f32::cast_from(b & 0xFu32) - 8.0f32) * d;
+            out[oj + i + 16] = (f32::cast_from(b >> 4u32) - 8.0f32) * d;
+        } else {
+            out[oj + i] = (f32::cast_from(b) - select(b > 127u32, 256.0f32, 0.0f32)) * d;
+        }
+    }
+}
+
+/// The blocks' values: w [rows, words] → out [rows, cols], one unit per pair of blocks
+/// (over all rows; a pair is whole words, as in [`block_pair_dots`], each loaded once),
+/// writing its 64 values.
 #[cube(launch_unchecked)]
 pub fn dequantize_blocks_kernel(w: &Tensor<u32>, out: &mut Tensor<f32>, #[comptime] q4: bool) {
     let words = w.shape(1);
-    let bb = block_bytes(q4);
-    let per_row = words * 4 / bb;
+    let n = comptime!(if q4 { 4usize } else { 8usize });
+    let pair_words = comptime!(2 * n + 1);
+    let per_row = words / pair_words;
     let i = global_index();
     if i < w.shape(0) * per_row {
-        let base = (i / per_row) * words;
-        let b = (i % per_row) * bb;
-        let d = block_scale(w, base, b);
-        // Block i's values are out[32·i ..]: rows of out are `per_row` blocks long.
-        let o = i * 32;
-        if comptime!(q4) {
-            for j in 0..16usize {
-                let q = byte_at(w, base, b + 2 + j);
-                out[o + j] = (f32::cast_from(q & 0xFu32) - 8.0f32) * d;
-                out[o + j + 16] = (f32::cast_from(q >> 4u32) - 8.0f32) * d;
-            }
-        } else {
-            for j in 0..32usize {
-                out[o + j] = q8_value(w, base, b, j) * d;
-            }
+        let base = (i / per_row) * words + (i % per_row) * pair_words;
+        // Pair i's values are out[64·i ..]: rows of out are `per_row` pairs long.
+        let o = i * 64;
+        let first = w[base];
+        let d = half_to_f32(first & 0xFFFFu32, false);
+        let mut prev = first;
+        #[unroll]
+        for m in 0..n {
+            let next = w[base + 1 + m];
+            word_values((prev >> 16u32) | (next << 16u32), d, out, o + 4 * m, q4);
+            prev = next;
+        }
+        // `prev` is word n: its high half is the second block's scale.
+        let d2 = half_to_f32(prev >> 16u32, false);
+        #[unroll]
+        for m in 0..n {
+            word_values(w[base + n + 1 + m], d2, out, o + 32 + 4 * m, q4);
         }
     }
 }

@@ -132,12 +132,12 @@ impl SphinxOps for CubeBackend {
         let cols = format.cols_in(words * 4).expect("dequantize_blocks: rows of whole blocks");
         let out = empty_f32(&w, Shape::new([rows, cols]));
         let client = w.client.clone();
-        // SAFETY: the kernel guards its block index below rows · blocks per row, and out
-        // holds 32 values per block.
+        // SAFETY: the kernel guards its pair index below rows · pairs per row, and out
+        // holds 64 values per pair.
         unsafe {
             block_kernels::dequantize_blocks_kernel::launch_unchecked(
                 &client,
-                grid((rows * cols / BLOCK).div_ceil(ELEMENTWISE_BLOCK), 1),
+                grid((rows * cols / (2 * BLOCK)).div_ceil(ELEMENTWISE_BLOCK), 1),
                 CubeDim::new_1d(ELEMENTWISE_BLOCK as u32),
                 w.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
