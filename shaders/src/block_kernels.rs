@@ -9,6 +9,36 @@ use cubecl::prelude::*;
 
 use crate::kernels::{global_index, half_to_f32};
 
+/// Words of quants in one block: 16 bytes in q4_0, 32 in q8_0. A pair of blocks is
+/// `2 · quant_words + 1` words (two 2-byte scales fill the odd one).
+const fn quant_words(q4: bool) -> usize {
+    if q4 { 4 } else { 8 }
+}
+
+/// Byte `i` (0..4) of word `q`.
+#[cube]
+fn byte_of(q: u32, #[comptime] i: usize) -> u32 {
+    (q >> comptime!((i * 8) as u32)) & 0xFFu32
+}
+
+/// A q4_0 byte's low value (its value `j`; the high nibble is value `j + 16`), minus 8.
+#[cube]
+fn low_nibble(b: u32) -> f32 {
+    f32::cast_from(b & 0xFu32) - 8.0f32
+}
+
+/// A q4_0 byte's high value, minus 8.
+#[cube]
+fn high_nibble(b: u32) -> f32 {
+    f32::cast_from(b >> 4u32) - 8.0f32
+}
+
+/// A q8_0 byte as the signed value it holds.
+#[cube]
+fn signed_byte(b: u32) -> f32 {
+    f32::cast_from(b) - select(b > 127u32, 256.0f32, 0.0f32)
+}
+
 /// `s[u]` plus x's products with the values of word `q[u]` of quant bytes, for each of
 /// the unit's `outputs` rows of W: byte `i` holds value `j = i` (q8_0: signed) or values
 /// `j = i` (low nibble) and `j = i + 16` (high nibble; q4_0, both minus 8), x's value `j`
@@ -17,21 +47,19 @@ use crate::kernels::{global_index, half_to_f32};
 fn word_dots(x: &Tensor<f32>, xj: usize, q: &Array<u32>, s: &mut Array<f32>, #[comptime] q4: bool, #[comptime] outputs: usize) {
     #[unroll]
     for i in 0..4usize {
-        let shift = (i * 8) as u32;
         let low = x[xj + i];
         if comptime!(q4) {
             let high = x[xj + i + 16];
             #[unroll]
             for u in 0..outputs {
-                let b = (q[u] >> shift) & 0xFFu32;
-                s[u] += low * (f32::cast_from(b & 0xFu32) - 8.0f32);
-                s[u] += high * (f32::cast_from(b >> 4u32) - 8.0f32);
+                let b = byte_of(q[u], i);
+                s[u] += low * low_nibble(b);
+                s[u] += high * high_nibble(b);
             }
         } else {
             #[unroll]
             for u in 0..outputs {
-                let b = (q[u] >> shift) & 0xFFu32;
-                s[u] += low * (f32::cast_from(b) - select(b > 127u32, 256.0f32, 0.0f32));
+                s[u] += low * signed_byte(byte_of(q[u], i));
             }
         }
     }
@@ -46,8 +74,7 @@ fn word_dots(x: &Tensor<f32>, xj: usize, q: &Array<u32>, s: &mut Array<f32>, #[c
 /// second's are whole.
 #[cube]
 fn block_pair_dots(x: &Tensor<f32>, xb: usize, w: &Tensor<u32>, base: usize, words: usize, acc: &mut Array<f32>, #[comptime] q4: bool, #[comptime] outputs: usize) {
-    // Words of quants per block: 16 bytes in q4_0, 32 in q8_0.
-    let n = comptime!(if q4 { 4usize } else { 8usize });
+    let n = comptime!(quant_words(q4));
     let mut first = Array::<u32>::new(outputs);
     let mut prev = Array::<u32>::new(outputs);
     let mut q = Array::<u32>::new(outputs);
@@ -100,7 +127,7 @@ pub fn matvec_blocks_kernel(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f
     let o = global_index() * outputs;
     if o < n_out {
         let r = CUBE_POS_Z as usize;
-        let pair_words = comptime!(if q4 { 9usize } else { 17usize });
+        let pair_words = comptime!(2 * quant_words(q4) + 1);
         let pairs = words / pair_words;
         let x_row = r * pairs * 64;
         let mut acc = Array::<f32>::new(outputs);
@@ -125,12 +152,12 @@ pub fn matvec_blocks_kernel(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f
 fn word_values(q: u32, d: f32, out: &mut Tensor<f32>, oj: usize, #[comptime] q4: bool) {
     #[unroll]
     for i in 0..4usize {
-        let b = (q >> ((i * 8) as u32)) & 0xFFu32;
+        let b = byte_of(q, i);
         if comptime!(q4) {
-            out[oj + i] = (f32::cast_from(b & 0xFu32) - 8.0f32) * d;
-            out[oj + i + 16] = (f32::cast_from(b >> 4u32) - 8.0f32) * d;
+            out[oj + i] = low_nibble(b) * d;
+            out[oj + i + 16] = high_nibble(b) * d;
         } else {
-            out[oj + i] = (f32::cast_from(b) - select(b > 127u32, 256.0f32, 0.0f32)) * d;
+            out[oj + i] = signed_byte(b) * d;
         }
     }
 }
@@ -141,7 +168,7 @@ fn word_values(q: u32, d: f32, out: &mut Tensor<f32>, oj: usize, #[comptime] q4:
 #[cube(launch_unchecked)]
 pub fn dequantize_blocks_kernel(w: &Tensor<u32>, out: &mut Tensor<f32>, #[comptime] q4: bool) {
     let words = w.shape(1);
-    let n = comptime!(if q4 { 4usize } else { 8usize });
+    let n = comptime!(quant_words(q4));
     let pair_words = comptime!(2 * n + 1);
     let per_row = words / pair_words;
     let i = global_index();
