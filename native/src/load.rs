@@ -18,7 +18,7 @@ use sphinx_core::weights::{LoadProgress, ManifestSource, WebManifest};
 
 use crate::device::{init_device, DeviceChoice};
 use crate::files::{read_limited, ModelDir};
-use crate::model_dir::{open_model_dir, MmapBytes};
+use crate::model_dir::{open_model_dir, FileBytes};
 use crate::shards::{verify, LocalShards};
 
 /// The model used when `--model` is not given: SPHINX-Micro, a small SPHINX (`llama_ens`)
@@ -159,7 +159,7 @@ fn load_web_dir(m: &ModelArgs, dir: ModelDir, device: &Device) -> Result<SphinxM
 }
 
 /// Loads `m.model` mixed with `other` on the device, tensor by tensor.
-fn load_mixed(m: &ModelArgs, files: ModelFiles<MmapBytes>, other: &Path, device: &Device) -> Result<SphinxModel> {
+fn load_mixed(m: &ModelArgs, files: ModelFiles<FileBytes>, other: &Path, device: &Device) -> Result<SphinxModel> {
     let synthetic = open_model_dir(other, m.tokenizer.as_deref())?;
     check_same_architecture((&files.config_json, &files.meta_json), (&synthetic.config_json, &synthetic.meta_json))?;
     let source = MixedSource::new(

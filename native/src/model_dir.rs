@@ -1,50 +1,22 @@
 //! A checkpoint directory on disk, as LLaMA2-Accessory ships it (docs/spec.md §8):
 //! `consolidated.NN-of-MM.model.pth` (or one `*.safetensors`), `config.json` or
-//! `params.json`, `meta.json`, `tokenizer.model`. Checkpoints are memory-mapped, so
-//! reading one tensor touches only its pages.
+//! `params.json`, `meta.json`, `tokenizer.model`. Checkpoints are read with positioned
+//! reads, one tensor at a time, never mapped (docs/design.md §9, "Host memory while loading").
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use memmap2::Mmap;
 use sphinx_core::error::WeightError;
 use sphinx_core::model::ModelFiles;
-use sphinx_core::weights::{copy_range, ByteSource};
+use sphinx_core::weights::ByteSource;
 
 use crate::files::{read_limited, regular_file, ModelDir, MAX_SMALL_FILE};
 
-/// A memory-mapped checkpoint file.
-pub struct MmapBytes {
-    name: String,
-    map: Mmap,
-}
-
-impl MmapBytes {
-    pub fn open(path: &Path) -> Result<Self> {
-        regular_file(path)?;
-        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        // SAFETY: the map is read-only; a checkpoint modified while in use is the user's error,
-        // and every read is bounds-checked against the length taken here.
-        let map = unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
-        Ok(Self { name: path.display().to_string(), map })
-    }
-}
-
-impl ByteSource for MmapBytes {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn len(&self) -> u64 {
-        self.map.len() as u64
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), WeightError> {
-        copy_range(&self.name, &self.map, offset, buf)
-    }
-}
-
-/// A checkpoint file read with positioned reads (no mapping): its pages are not
-/// counted in the process's resident memory, so `sphinx mix` can report its real peak.
+/// A checkpoint file read with positioned reads. Nothing is mapped, so the file's pages
+/// (in the OS's page cache) are not counted in the process's resident memory: while a
+/// model loads the process holds the tensors already on the device plus the one being
+/// read, not a second copy of the whole file.
 pub struct FileBytes {
     name: String,
     file: File,
@@ -109,8 +81,8 @@ pub fn checkpoint_paths(dir: &ModelDir) -> Result<Vec<PathBuf>> {
 }
 
 /// Reads a model directory. `tokenizer` overrides `DIR/tokenizer.model`.
-pub fn open_model_dir(dir: &Path, tokenizer: Option<&Path>) -> Result<ModelFiles<MmapBytes>> {
-    open_model_dir_with(dir, tokenizer, MmapBytes::open)
+pub fn open_model_dir(dir: &Path, tokenizer: Option<&Path>) -> Result<ModelFiles<FileBytes>> {
+    open_model_dir_with(dir, tokenizer, FileBytes::open)
 }
 
 /// [`open_model_dir`] with checkpoints opened by `open`. Every file is read through

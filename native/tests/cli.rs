@@ -307,6 +307,11 @@ fn convert_for_the_web_and_load_it_back() {
     std::fs::write(&shard, bytes).unwrap();
     let o = sphinx(&["generate", "--model", out.to_str().unwrap(), "--prompt", "hi", "--device", "cpu"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("SHA-256 does not match the manifest"));
+    // So is a truncated one, by its size, before it is hashed.
+    let len = std::fs::metadata(&shard).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&shard).unwrap().set_len(len - 1).unwrap();
+    let o = sphinx(&["generate", "--model", out.to_str().unwrap(), "--prompt", "hi", "--device", "cpu"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("{} bytes, but the manifest says {len}", len - 1)), "{}", String::from_utf8_lossy(&o.stderr));
     let _ = std::fs::remove_dir_all(&out);
 }
 

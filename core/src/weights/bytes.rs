@@ -1,5 +1,5 @@
 //! Random access to the bytes of one checkpoint file. Native code implements it
-//! over a memory-mapped file; the core never touches the file system itself.
+//! with positioned file reads; the core never touches the file system itself.
 
 use crate::error::WeightError;
 
