@@ -7,7 +7,7 @@
 
 use cubecl::prelude::*;
 
-use crate::kernels::{global_index, half_to_f32};
+use crate::kernels::{global_index, half_to_f32, row_or_last};
 
 /// Words of quants in one block: 16 bytes in q4_0, 32 in q8_0. A pair of blocks is
 /// `2 · quant_words + 1` words (two 2-byte scales fill the odd one).
@@ -39,53 +39,96 @@ fn signed_byte(b: u32) -> f32 {
     f32::cast_from(b) - select(b > 127u32, 256.0f32, 0.0f32)
 }
 
-/// `s[u]` plus x's products with the values of word `q[u]` of quant bytes, for each of
-/// the unit's `outputs` rows of W: byte `i` holds value `j = i` (q8_0: signed) or values
-/// `j = i` (low nibble) and `j = i + 16` (high nibble; q4_0, both minus 8), x's value `j`
-/// at `x[xj + j]`. Each value of x is loaded once for all the rows.
+/// Where x's values for one unit's rows start: row `first + i` of x (or its last row,
+/// see `row_or_last`), `inp` values a row.
+#[derive(CubeType, Clone, Copy)]
+struct XRows {
+    first: usize,
+    n_rows: usize,
+    inp: usize,
+}
+
 #[cube]
-fn word_dots(x: &Tensor<f32>, xj: usize, q: &Array<u32>, s: &mut Array<f32>, #[comptime] q4: bool, #[comptime] outputs: usize) {
+impl XRows {
+    /// The index of x's value `j` in the unit's row `i`.
+    fn at(&self, i: usize, j: usize) -> usize {
+        row_or_last(self.first, i, self.n_rows) * self.inp + j
+    }
+}
+
+/// `s[i·outputs + u]` plus row i of x times the values of word `q[u]` of quant bytes,
+/// for each of the unit's `rows` rows of x and `outputs` rows of W: byte `b` holds value
+/// `j = b` (q8_0: signed) or values `j = b` (low nibble) and `j = b + 16` (high nibble;
+/// q4_0, both minus 8), x's value `j` at `xj + j` of its row. Each value of x is loaded
+/// once for all the outputs, each quant taken out of its word once for all the rows.
+#[cube]
+fn word_dots(x: &Tensor<f32>, xr: &XRows, xj: usize, q: &Array<u32>, s: &mut Array<f32>, #[comptime] q4: bool, #[comptime] outputs: usize, #[comptime] rows: usize) {
+    let mut low = Array::<f32>::new(rows);
+    let mut high = Array::<f32>::new(rows);
     #[unroll]
-    for i in 0..4usize {
-        let low = x[xj + i];
-        if comptime!(q4) {
-            let high = x[xj + i + 16];
-            #[unroll]
-            for u in 0..outputs {
-                let b = byte_of(q[u], i);
-                s[u] += low * low_nibble(b);
-                s[u] += high * high_nibble(b);
+    for b in 0..4usize {
+        #[unroll]
+        for i in 0..rows {
+            low[i] = x[xr.at(i, xj + b)];
+            if comptime!(q4) {
+                high[i] = x[xr.at(i, xj + b + 16)];
             }
-        } else {
-            #[unroll]
-            for u in 0..outputs {
-                s[u] += low * signed_byte(byte_of(q[u], i));
+        }
+        #[unroll]
+        for u in 0..outputs {
+            let byte = byte_of(q[u], b);
+            if comptime!(q4) {
+                let (lv, hv) = (low_nibble(byte), high_nibble(byte));
+                #[unroll]
+                for i in 0..rows {
+                    s[i * outputs + u] += low[i] * lv;
+                    s[i * outputs + u] += high[i] * hv;
+                }
+            } else {
+                let v = signed_byte(byte);
+                #[unroll]
+                for i in 0..rows {
+                    s[i * outputs + u] += low[i] * v;
+                }
             }
         }
     }
 }
 
-/// `acc[u]` plus x's dot products with two consecutive blocks of row u of the unit's
-/// `outputs` rows of W (row u's pair starts at word `base + u · words`; a pair is 9 words
-/// in q4_0, 17 in q8_0: each block's scale, then its quants), x's values at
-/// `x[xb..xb + 64]`. Each block's quants are summed against x first, then scaled once (as
-/// llama.cpp's dot products do), and the two added to `acc[u]` in order. Every word is
-/// loaded once: the first block's quants straddle words (they start at byte 2), the
-/// second's are whole.
+/// `acc[i·outputs + u]` plus row i of x dotted with two consecutive blocks of row u of
+/// the unit's `outputs` rows of W (row u's pair starts at word `base + u · words`; a pair
+/// is 9 words in q4_0, 17 in q8_0: each block's scale, then its quants), x's values from
+/// `xb` in its row (64 of them). Each block's quants are summed against x first, then
+/// scaled once (as llama.cpp's dot products do), and the two added to `acc` in order.
+/// Every word is loaded once: the first block's quants straddle words (they start at
+/// byte 2), the second's are whole.
 #[cube]
-fn block_pair_dots(x: &Tensor<f32>, xb: usize, w: &Tensor<u32>, base: usize, words: usize, acc: &mut Array<f32>, #[comptime] q4: bool, #[comptime] outputs: usize) {
+fn block_pair_dots(
+    x: &Tensor<f32>,
+    xr: &XRows,
+    xb: usize,
+    w: &Tensor<u32>,
+    base: usize,
+    words: usize,
+    acc: &mut Array<f32>,
+    #[comptime] q4: bool,
+    #[comptime] outputs: usize,
+    #[comptime] rows: usize,
+) {
     let n = comptime!(quant_words(q4));
     let mut first = Array::<u32>::new(outputs);
     let mut prev = Array::<u32>::new(outputs);
     let mut q = Array::<u32>::new(outputs);
-    let mut s = Array::<f32>::new(outputs);
+    let mut s = Array::<f32>::new(comptime!(rows * outputs));
     #[unroll]
     for u in 0..outputs {
         first[u] = w[base + u * words];
         prev[u] = first[u];
-        s[u] = 0.0f32;
     }
     #[unroll]
+    for a in 0..comptime!(rows * outputs) {
+        s[a] = 0.0f32;
+    }
     for m in 0..n {
         #[unroll]
         for u in 0..outputs {
@@ -93,54 +136,77 @@ fn block_pair_dots(x: &Tensor<f32>, xb: usize, w: &Tensor<u32>, base: usize, wor
             q[u] = (prev[u] >> 16u32) | (next << 16u32);
             prev[u] = next;
         }
-        word_dots(x, xb + 4 * m, &q, &mut s, q4, outputs);
+        word_dots(x, xr, xb + 4 * m, &q, &mut s, q4, outputs, rows);
     }
     #[unroll]
     for u in 0..outputs {
-        acc[u] += s[u] * half_to_f32(first[u] & 0xFFFFu32, false);
-        s[u] = 0.0f32;
+        let d = half_to_f32(first[u] & 0xFFFFu32, false);
+        #[unroll]
+        for i in 0..rows {
+            acc[i * outputs + u] += s[i * outputs + u] * d;
+            s[i * outputs + u] = 0.0f32;
+        }
     }
     // `prev[u]` is word n of the pair: its high half is the second block's scale.
-    #[unroll]
     for m in 0..n {
         #[unroll]
         for u in 0..outputs {
             q[u] = w[base + u * words + n + 1 + m];
         }
-        word_dots(x, xb + 32 + 4 * m, &q, &mut s, q4, outputs);
+        word_dots(x, xr, xb + 32 + 4 * m, &q, &mut s, q4, outputs, rows);
     }
     #[unroll]
     for u in 0..outputs {
-        acc[u] += s[u] * half_to_f32(prev[u] >> 16u32, false);
+        let d = half_to_f32(prev[u] >> 16u32, false);
+        #[unroll]
+        for i in 0..rows {
+            acc[i * outputs + u] += s[i * outputs + u] * d;
+        }
     }
 }
 
 /// out[r, o] = Σ_k x[r, k] · W[o, k] with W's rows as blocks, w [out, words] (rows of an
 /// even number of blocks: whole words, `blocks::rows_of_whole_words`). Each unit computes
 /// `outputs` consecutive outputs (n_out a multiple of it; the first o = unit · outputs
-/// over the cubes' x and y, r = CUBE_POS_Z), its rows' blocks in order, two at a time,
-/// without shared memory or barriers (as `matvec_packed_kernel`).
+/// over the cubes' x and y) for tiles of `rows` consecutive rows of x (as
+/// `matvec_packed_kernel`), its W rows' blocks in order, two at a time, so every value is
+/// the same whatever `rows` is; without shared memory or barriers.
 #[cube(launch_unchecked)]
-pub fn matvec_blocks_kernel(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f32>, #[comptime] q4: bool, #[comptime] outputs: usize) {
+pub fn matvec_blocks_kernel(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f32>, #[comptime] q4: bool, #[comptime] outputs: usize, #[comptime] rows: usize) {
+    let o = global_index() * outputs;
+    if o < w.shape(0) {
+        let mut r = CUBE_POS_Z as usize * rows;
+        while r < x.shape(0) {
+            blocks_tile(x, w, out, o, r, q4, outputs, rows);
+            r += CUBE_COUNT_Z as usize * rows;
+        }
+    }
+}
+
+/// [`matvec_blocks_kernel`]'s outputs `o..o + outputs` for rows `r..r + rows` of x.
+#[cube]
+fn blocks_tile(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f32>, o: usize, r: usize, #[comptime] q4: bool, #[comptime] outputs: usize, #[comptime] rows: usize) {
     let n_out = w.shape(0);
     let words = w.shape(1);
-    let o = global_index() * outputs;
-    if o < n_out {
-        let r = CUBE_POS_Z as usize;
-        let pair_words = comptime!(2 * quant_words(q4) + 1);
-        let pairs = words / pair_words;
-        let x_row = r * pairs * 64;
-        let mut acc = Array::<f32>::new(outputs);
-        #[unroll]
-        for u in 0..outputs {
-            acc[u] = 0.0f32;
-        }
-        for k in 0..pairs {
-            block_pair_dots(x, x_row + k * 64, w, o * words + k * pair_words, words, &mut acc, q4, outputs);
-        }
-        #[unroll]
-        for u in 0..outputs {
-            out[r * n_out + o + u] = acc[u];
+    let n_rows = x.shape(0);
+    let pair_words = comptime!(2 * quant_words(q4) + 1);
+    let pairs = words / pair_words;
+    let xr = XRows { first: r, n_rows, inp: pairs * 64 };
+    let mut acc = Array::<f32>::new(comptime!(rows * outputs));
+    #[unroll]
+    for a in 0..comptime!(rows * outputs) {
+        acc[a] = 0.0f32;
+    }
+    for k in 0..pairs {
+        block_pair_dots(x, &xr, k * 64, w, o * words + k * pair_words, words, &mut acc, q4, outputs, rows);
+    }
+    #[unroll]
+    for i in 0..rows {
+        if r + i < n_rows {
+            #[unroll]
+            for u in 0..outputs {
+                out[(r + i) * n_out + o + u] = acc[i * outputs + u];
+            }
         }
     }
 }

@@ -188,6 +188,14 @@ impl BlockMatrix {
     }
 
     /// [rows, cols] of the matrix the blocks hold.
+    /// Whether [`crate::matvec_blocks`] suits any number of rows of x, not only decoding's
+    /// few: interleaved groups on the CPU backend (integer sums, `flex_blocks.rs`) and the
+    /// row tiles of a CPU driver's kernel ([`crate::is_cpu_driver`]), both faster there
+    /// than widening tiles to f32 for a matmul.
+    pub fn multiplies_any_rows(&self) -> bool {
+        self.interleaved || crate::is_cpu_driver(&self.words.device())
+    }
+
     pub fn dims(&self) -> [usize; 2] {
         let [rows, words] = self.words.dims();
         [rows, words * 4 / self.format.block_bytes() * BLOCK]

@@ -22,6 +22,15 @@ const MATVEC_OUTPUTS: usize = 8;
 /// Units per cube in the matrix-vector products: with 8 outputs each, a 256-row matrix
 /// (a kv projection) still spans a cube per CPU thread on lavapipe.
 const MATVEC_UNITS: usize = 32;
+/// Rows of x up to which each unit takes one row (decoding, a batch's few positions).
+const DECODE_ROWS: usize = 4;
+/// Rows of x per unit beyond [`DECODE_ROWS`] (a prefill on a CPU driver; docs/design.md
+/// §9, "Rows per unit"): each weight is unpacked once for all of them. On lavapipe, 16
+/// rows × 16 outputs prefilled TinyLlama at 7.6 tok/s (bf16) and 7.4 (q4_0), 8 × 8 at
+/// 4.6 and 5.0, widened tiles through Burn's matmul at 4.1 and 4.4.
+const TILE_ROWS: usize = 16;
+/// Outputs per unit beyond [`DECODE_ROWS`] rows of x.
+const TILE_OUTPUTS: usize = 16;
 /// Units per cube in element-wise kernels.
 const ELEMENTWISE_BLOCK: usize = 256;
 /// WebGPU guarantees 65535 workgroups per grid dimension.
@@ -51,19 +60,33 @@ impl Matvec {
         let (x, w) = (into_contiguous(x), into_contiguous(w));
         let (rows, inp) = (x.meta.shape()[0], x.meta.shape()[1]);
         let (n_out, words) = (w.meta.shape()[0], w.meta.shape()[1]);
-        assert!(rows <= MAX_GRID, "{what}: {rows} rows exceed one grid dimension");
         let out = empty_f32(&x, Shape::new([rows, n_out]));
         Self { x, w, out, rows, inp, n_out, words }
     }
 
-    /// Outputs per unit: the most of [`MATVEC_OUTPUTS`], 4, 2, 1 that divides n_out.
-    fn outputs(&self) -> usize {
-        [MATVEC_OUTPUTS, 4, 2, 1].into_iter().find(|u| self.n_out % u == 0).unwrap_or(1)
+    /// Whether x has more rows than decoding's few: then each unit takes a tile of
+    /// [`TILE_ROWS`] rows × [`TILE_OUTPUTS`] outputs.
+    fn tiled(&self) -> bool {
+        self.rows > DECODE_ROWS
     }
 
-    /// [`MATVEC_UNITS`] units per cube of `outputs()` outputs each, one row per z.
+    /// Outputs per unit: the most of [`MATVEC_OUTPUTS`] (or [`TILE_OUTPUTS`]), 8, 4, 2, 1
+    /// that divides n_out.
+    fn outputs(&self) -> usize {
+        let most = if self.tiled() { TILE_OUTPUTS } else { MATVEC_OUTPUTS };
+        [most, 8, 4, 2, 1].into_iter().find(|&u| u <= most && self.n_out % u == 0).unwrap_or(1)
+    }
+
+    /// Rows of x per unit: one each for a few rows (decoding), else [`TILE_ROWS`].
+    fn rows_per_unit(&self) -> usize {
+        if self.tiled() { TILE_ROWS } else { 1 }
+    }
+
+    /// [`MATVEC_UNITS`] units per cube of `outputs()` outputs each, a tile of
+    /// `rows_per_unit()` rows per z (the kernels step through further tiles beyond
+    /// WebGPU's 65,535).
     fn grid(&self) -> CubeCount {
-        grid((self.n_out / self.outputs()).div_ceil(MATVEC_UNITS), self.rows)
+        grid((self.n_out / self.outputs()).div_ceil(MATVEC_UNITS), self.rows.div_ceil(self.rows_per_unit()).min(MAX_GRID))
     }
 }
 
@@ -75,12 +98,12 @@ impl SphinxOps for CubeBackend {
     fn matvec_packed(x: CubeTensor, w: CubeTensor, bf16: bool, _round_x: bool) -> CubeTensor {
         let m = Matvec::new(x, w, "matvec_packed");
         assert_eq!(m.inp, 2 * m.words, "matvec_packed: x has {} columns, w {} words per row", m.inp, m.words);
-        let (grid, outputs) = (m.grid(), m.outputs());
+        let (grid, outputs, rows) = (m.grid(), m.outputs(), m.rows_per_unit());
         let Matvec { x, w, out, .. } = m;
         let client = x.client.clone();
         // SAFETY: every index the kernel reads or writes is below the bound it checks
-        // (o + outputs ≤ n_out, as outputs divides n_out; c < words by the loop) or fixed
-        // by the shapes asserted above.
+        // (o + outputs ≤ n_out, as outputs divides n_out; rows read below n_rows, written
+        // only there; c < words by the loop) or fixed by the shapes asserted above.
         unsafe {
             kernels::matvec_packed_kernel::launch_unchecked(
                 &client,
@@ -91,6 +114,7 @@ impl SphinxOps for CubeBackend {
                 out.clone().into_tensor_arg(),
                 bf16,
                 outputs,
+                rows,
             )
         };
         out
@@ -102,7 +126,7 @@ impl SphinxOps for CubeBackend {
         let m = Matvec::new(x, w, "matvec_blocks");
         let (inp, words) = (m.inp, m.words);
         assert_eq!(format.cols_in(words * 4), Some(inp), "matvec_blocks: x has {inp} columns, w {words} words of {} blocks per row", format.name());
-        let (grid, outputs) = (m.grid(), m.outputs());
+        let (grid, outputs, rows) = (m.grid(), m.outputs(), m.rows_per_unit());
         let Matvec { x, w, out, .. } = m;
         let client = x.client.clone();
         // SAFETY: the kernel guards o < n_out (then o + outputs ≤ n_out, as outputs
@@ -118,6 +142,7 @@ impl SphinxOps for CubeBackend {
                 out.clone().into_tensor_arg(),
                 q4,
                 outputs,
+                rows,
             )
         };
         out

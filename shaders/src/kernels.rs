@@ -56,38 +56,74 @@ fn block_sum(value: f32, #[comptime] block: usize) -> f32 {
     partial[0]
 }
 
+/// Row `first + i` of x, or its last row where `first + i` lies past it (a unit's
+/// last, partial group of rows computes the last row again and does not write it).
+#[cube]
+pub(crate) fn row_or_last(first: usize, i: usize, n_rows: usize) -> usize {
+    select(first + i < n_rows, first + i, n_rows - 1)
+}
+
 /// out[r, o] = Σ_k x[r, k] · W[o, k] with W as packed halves. Each unit computes
 /// `outputs` consecutive outputs (n_out a multiple of it; the first o = unit · outputs
-/// over the cubes' x and y, r = CUBE_POS_Z), summing each row's words in order, each value
-/// of x loaded once for all of them: no shared memory and no barriers, which CPU drivers
-/// such as lavapipe run as plain loops over the workgroup's units.
+/// over the cubes' x and y) for tiles of `rows` consecutive rows of x (the first r =
+/// CUBE_POS_Z · rows, then every CUBE_COUNT_Z · rows further, so any number of rows fits
+/// the grid), summing each (row, output)'s words in order, so every value is the same
+/// whatever `rows` is. Each value of x is loaded once for all the outputs and each weight
+/// word unpacked once for all the rows: no shared memory and no barriers, which CPU
+/// drivers such as lavapipe and SwiftShader run as plain loops over the workgroup's units
+/// (docs/design.md §9, "Outputs per unit", "Rows per unit").
 #[cube(launch_unchecked)]
-pub fn matvec_packed_kernel(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f32>, #[comptime] bf16: bool, #[comptime] outputs: usize) {
+pub fn matvec_packed_kernel(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f32>, #[comptime] bf16: bool, #[comptime] outputs: usize, #[comptime] rows: usize) {
+    let o = global_index() * outputs;
+    if o < w.shape(0) {
+        let mut r = CUBE_POS_Z as usize * rows;
+        while r < x.shape(0) {
+            packed_tile(x, w, out, o, r, bf16, outputs, rows);
+            r += CUBE_COUNT_Z as usize * rows;
+        }
+    }
+}
+
+/// [`matvec_packed_kernel`]'s outputs `o..o + outputs` for rows `r..r + rows` of x.
+#[cube]
+fn packed_tile(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f32>, o: usize, r: usize, #[comptime] bf16: bool, #[comptime] outputs: usize, #[comptime] rows: usize) {
     let n_out = w.shape(0);
     let words = w.shape(1);
-    let o = global_index() * outputs;
-    if o < n_out {
-        let r = CUBE_POS_Z as usize;
-        let x_row = r * words * 2;
-        let w_row = o * words;
-        let mut acc = Array::<f32>::new(outputs);
+    let n_rows = x.shape(0);
+    let w_row = o * words;
+    let mut acc = Array::<f32>::new(comptime!(rows * outputs));
+    #[unroll]
+    for a in 0..comptime!(rows * outputs) {
+        acc[a] = 0.0f32;
+    }
+    let mut even = Array::<f32>::new(rows);
+    let mut odd = Array::<f32>::new(rows);
+    for c in 0..words {
+        #[unroll]
+        for i in 0..rows {
+            let xc = row_or_last(r, i, n_rows) * words * 2 + 2 * c;
+            even[i] = x[xc];
+            odd[i] = x[xc + 1];
+        }
         #[unroll]
         for u in 0..outputs {
-            acc[u] = 0.0f32;
-        }
-        for c in 0..words {
-            let even = x[x_row + 2 * c];
-            let odd = x[x_row + 2 * c + 1];
+            let word = w[w_row + u * words + c];
+            let low = half_to_f32(word & 0xFFFFu32, bf16);
+            let high = half_to_f32(word >> 16u32, bf16);
             #[unroll]
-            for u in 0..outputs {
-                let word = w[w_row + u * words + c];
-                acc[u] += even * half_to_f32(word & 0xFFFFu32, bf16);
-                acc[u] += odd * half_to_f32(word >> 16u32, bf16);
+            for i in 0..rows {
+                acc[i * outputs + u] += even[i] * low;
+                acc[i * outputs + u] += odd[i] * high;
             }
         }
-        #[unroll]
-        for u in 0..outputs {
-            out[r * n_out + o + u] = acc[u];
+    }
+    #[unroll]
+    for i in 0..rows {
+        if r + i < n_rows {
+            #[unroll]
+            for u in 0..outputs {
+                out[(r + i) * n_out + o + u] = acc[i * outputs + u];
+            }
         }
     }
 }

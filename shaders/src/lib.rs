@@ -44,14 +44,16 @@ pub trait SphinxOps: Backend {
     /// packed halves (`bf16` selects the half format) → [rows, out] f32, accumulated in f32.
     /// The CPU with bf16 W splits x into two bf16 parts (or with `round_x` rounds it to
     /// one) and sums pairs of products as AVX512-BF16's `vdpbf16ps` does (`flex_bf16.rs`),
-    /// fast for any number of rows; the GPU kernels keep x in f32 and ignore `round_x`.
+    /// fast for any number of rows; the GPU kernels keep x in f32 and ignore `round_x`,
+    /// and take more than 4 rows in tiles of 16 rows × 16 outputs per invocation.
     fn matvec_packed(x: FloatTensor<Self>, w: IntTensor<Self>, bf16: bool, round_x: bool) -> FloatTensor<Self>;
     /// `x · Wᵀ` with W's rows as llama.cpp blocks (`blocks.rs`; `q4`: q4_0, else q8_0):
     /// x [rows, in] f32, w [out, words] u32 → [rows, out] f32. The CPU rounds x to q8_0
     /// blocks first and sums in integers, as llama.cpp's CPU does; the GPU kernels keep x
     /// in f32 (docs/design.md §10). Meant for a few rows of x, except on the CPU with
     /// `interleaved` W: the CPU's groups of eight rows (`interleaved.rs`), fast for any
-    /// number of rows.
+    /// number of rows, and on a CPU driver ([`is_cpu_driver`]), where the kernel takes
+    /// more than 4 rows in tiles of 16 rows × 16 outputs per invocation.
     fn matvec_blocks(x: FloatTensor<Self>, w: IntTensor<Self>, q4: bool, interleaved: bool) -> FloatTensor<Self>;
     /// The blocks' values: w [rows, words] u32 → [rows, cols] f32 (`interleaved` as above).
     fn dequantize_blocks(w: IntTensor<Self>, q4: bool, interleaved: bool) -> FloatTensor<Self>;
@@ -88,6 +90,17 @@ pub trait SphinxOps: Backend {
 /// row counts of their own (interleaved blocks, bf16 products for any number of rows).
 pub(crate) fn is_cpu(device: &burn::tensor::Device) -> bool {
     matches!(device.as_dispatch(), burn::backend::DispatchDevice::Flex(_))
+}
+
+/// Whether `device` is a wgpu adapter that runs on the CPU (lavapipe natively, SwiftShader
+/// in a browser without a GPU): no physical card behind it. The matrix products of a
+/// prefill then tile rows in registers instead of widening tiles for Burn's matmul
+/// (docs/design.md §9, "Rows per unit").
+pub fn is_cpu_driver(device: &burn::tensor::Device) -> bool {
+    match device.as_dispatch() {
+        burn::backend::DispatchDevice::Cube(d) => d.client().properties().identity.physical.is_none(),
+        _ => false,
+    }
 }
 
 /// Head dimensions the attention kernel takes (its workgroup memory holds

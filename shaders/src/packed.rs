@@ -82,9 +82,11 @@ impl PackedHalves {
 
     /// Whether [`crate::matvec_packed`] suits any number of rows of x, not only decoding's
     /// few: bf16 on the CPU backend, whose bf16 products (`flex_bf16.rs`) beat widening
-    /// tiles to f32 for a matmul.
+    /// tiles to f32 for a matmul, and either half on a CPU driver, whose kernel then takes
+    /// rows in tiles ([`crate::is_cpu_driver`]).
     pub fn multiplies_any_rows(&self) -> bool {
-        self.kind == HalfKind::Bf16 && crate::is_cpu(&self.words.device())
+        let device = self.words.device();
+        (self.kind == HalfKind::Bf16 && crate::is_cpu(&device)) || crate::is_cpu_driver(&device)
     }
 
     /// Bytes the matrix occupies on the device.

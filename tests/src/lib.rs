@@ -28,12 +28,14 @@ pub fn devices() -> Vec<(&'static str, Device)> {
     out
 }
 
-fn wgpu_device() -> Option<&'static Device> {
-    static WGPU: OnceLock<Option<Device>> = OnceLock::new();
+/// The wgpu device under test and whether its adapter runs on the CPU (lavapipe).
+fn wgpu() -> Option<&'static (Device, bool)> {
+    static WGPU: OnceLock<Option<(Device, bool)>> = OnceLock::new();
     WGPU.get_or_init(|| match Device::wgpu_options().init_with_setup() {
         Ok((d, setup)) => {
-            eprintln!("wgpu adapter: {:?}", setup.adapter.get_info().name);
-            Some(d)
+            let info = setup.adapter.get_info();
+            eprintln!("wgpu adapter: {:?}", info.name);
+            Some((d, info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu))
         }
         Err(e) => {
             assert!(std::env::var("SPHINX_REQUIRE_WGPU").is_err(), "SPHINX_REQUIRE_WGPU is set but wgpu failed: {e}");
@@ -42,6 +44,16 @@ fn wgpu_device() -> Option<&'static Device> {
         }
     })
     .as_ref()
+}
+
+fn wgpu_device() -> Option<&'static Device> {
+    wgpu().map(|(d, _)| d)
+}
+
+/// Whether the wgpu adapter under test is a CPU driver, as the adapter itself reports
+/// (`DeviceType::Cpu`), to check [`sphinx_shaders::is_cpu_driver`] against.
+pub fn wgpu_is_cpu_driver() -> bool {
+    wgpu().is_some_and(|&(_, cpu)| cpu)
 }
 
 /// Reference outputs of one fixture model.

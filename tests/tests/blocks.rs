@@ -72,6 +72,7 @@ fn check_matvec(device: &Device, name: &str, format: BlockFormat, [rows, n_out, 
     // Laid out for products: the CPU interleaves rows in whole groups of eight.
     let w = BlockMatrix::for_products(quantize(format, &w_values), format, [n_out, inp], device).expect("whole block pairs");
     assert_eq!(w.interleaved, name == "cpu" && n_out % 8 == 0, "{name} {} {n_out} rows", format.name());
+    assert_eq!(w.multiplies_any_rows(), w.interleaved || (name == "wgpu" && sphinx_tests::wgpu_is_cpu_driver()));
     assert_eq!(w.dims(), [n_out, inp]);
     let mut dequantized = vec![0f32; n_out * inp];
     format.dequantize(&quantize(format, &w_values), &mut dequantized);
@@ -107,6 +108,8 @@ fn matvec_blocks_matches_matmul_on_the_dequantized_weight() {
         [2, 12, 128],   // four outputs per GPU unit (12 is no multiple of 8)
         [1, 10, 64],    // two outputs per GPU unit
         [1, 328, 64],   // 41 units of eight outputs: two cubes of 32 units, the last partial
+        [5, 32, 128],   // on the GPU, one tile of 16 rows (11 past the end) × 16 outputs per unit
+        [33, 40, 192],  // three row tiles, the last holding one row; 8 outputs per unit
     ];
     for (name, device) in devices() {
         for format in BlockFormat::ALL {

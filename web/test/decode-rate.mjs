@@ -1,5 +1,5 @@
-// By hand, never in CI: the browser's decode rate next to the native binary's on the
-// same machine and model (README, Performance; docs/design.md §9, "The browser's
+// By hand, never in CI: the browser's decode and prefill rates next to the native
+// binary's on the same machine and model (README, Performance; docs/design.md §9, "The browser's
 // per-call cost"). With --profile it also samples the page's CPU while it decodes
 // (Chromium's profiler over the DevTools protocol) and prints where the time went.
 //
@@ -30,12 +30,8 @@ const progress = (what) => console.error(`[${((Date.now() - t0) / 1000).toFixed(
 const prompt = "What's in the image?";
 const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
-// Native: `sphinx generate --json` reports its decode rate; `runs` runs, the median.
-const nativeRates = Array.from({ length: runs }, () => JSON.parse(execFileSync(sphinx, ["generate", "--model", opt.model, "--prompt", prompt,
-  "--max-tokens", String(tokens), "--temperature", "0", "--device", "wgpu", "--json"], { stdio: ["ignore", "pipe", "ignore"] })).tokensPerSecond);
-console.log(`native wgpu: ${nativeRates.map((r) => r.toPrecision(3)).join(", ")} tok/s`);
-progress("native runs done; converting for the web");
-
+const rates = (xs) => xs.map((r) => r.toPrecision(3)).join(", ");
+progress("converting for the web");
 const work = mkdtempSync(join(tmpdir(), "sphinx-decode-rate-"));
 execFileSync(sphinx, ["convert", "--web", opt.model, join(work, "model")], { stdio: "ignore" });
 const { server, origin } = await serveFiles((path) => {
@@ -64,14 +60,24 @@ if (cdp) {
   await cdp.send("Profiler.setSamplingInterval", { interval: 200 });
   await cdp.send("Profiler.start");
 }
-const browserRates = [];
+const browserAnswers = [];
 for (let i = 0; i < runs; i++) {
   progress(`browser (${adapter}): answer ${i + 1} of ${runs}`);
-  browserRates.push(await page.evaluate(async ([prompt, maxTokens]) =>
-    (await window.model.generate({ prompt, maxTokens, temperature: 0 })).tokensPerSecond, [prompt, tokens]));
+  browserAnswers.push(await page.evaluate(async ([prompt, maxTokens]) => {
+    const { promptTokens, prefillMs, tokensPerSecond } = await window.model.generate({ prompt, maxTokens, temperature: 0 });
+    return { prefill: promptTokens / (prefillMs / 1000), decode: tokensPerSecond, promptTokens };
+  }, [prompt, tokens]));
 }
-console.log(`browser (${adapter}): ${browserRates.map((r) => r.toPrecision(3)).join(", ")} tok/s`);
-console.log(`browser / native (medians): ${(median(browserRates) / median(nativeRates)).toFixed(2)}`);
+const promptTokens = browserAnswers[0].promptTokens;
+// Native, warm as the page is after its first answer: `sphinx bench` repeats its prefill
+// (of as many tokens as the page's prompt) and takes the median decode step after warm-up.
+progress("native runs (sphinx bench)");
+const native = Array.from({ length: runs }, () => JSON.parse(execFileSync(sphinx, ["bench", "--model", opt.model, "--device", "wgpu",
+  "--prompt-tokens", String(promptTokens), "--decode-tokens", String(tokens), "--json"], { stdio: ["ignore", "pipe", "ignore"] })).llm);
+const side = (what, browser, nat) =>
+  console.log(`${what}: browser (${adapter}) ${rates(browser)} tok/s, native wgpu ${rates(nat)} tok/s, browser / native (medians) ${(median(browser) / median(nat)).toFixed(2)}`);
+side("decode", browserAnswers.map((a) => a.decode), native.map((n) => n.decode_tok_s));
+side(`prefill (${promptTokens} tokens)`, browserAnswers.map((a) => a.prefill), native.map((n) => n.prefill_tok_s));
 if (cdp) {
   // Self time per function over the answers.
   const { profile } = await cdp.send("Profiler.stop");

@@ -12,7 +12,9 @@ use crate::weights::{WeightLoader, WeightSource};
 
 /// At most this many rows (for the LLM: positions per sequence) go through the
 /// matrix-vector kernels, which compute each row on its own; longer inputs (prefill)
-/// go through [`matmul_widened`].
+/// go through [`matmul_widened`], except where the kernels take any number of rows
+/// (`multiplies_any_rows`: the CPU backend's bf16 and interleaved blocks, and every
+/// packed or block matrix on a CPU driver such as lavapipe or SwiftShader).
 const MATVEC_MAX_ROWS: usize = 4;
 
 /// Values of a packed matrix widened to f32 at a time in [`matmul_packed`] (32 MiB): a
@@ -152,12 +154,14 @@ impl Linear {
     fn rows(&self, x: Tensor<2>, matvec: bool) -> Tensor<2> {
         match &self.weight {
             Matrix::Dense(w) => x.matmul(w.clone().transpose()),
-            // bf16 on the CPU: pairs of bf16 products for any number of rows (docs/design.md §9).
+            // bf16 on the CPU: pairs of bf16 products for any number of rows; on a CPU driver
+            // (lavapipe, SwiftShader): rows in register tiles (docs/design.md §9).
             Matrix::Packed(w) if matvec || w.multiplies_any_rows() => matvec_packed(x, w),
             Matrix::Packed(w) => matmul_widened(x, w.dims(), |start, len| unpack_words(w.words.clone().narrow(0, start, len), w.kind)),
             // Interleaved blocks (the CPU's layout) sum integers for any number of rows,
-            // faster than widening to f32 for a matmul (docs/design.md §10).
-            Matrix::Blocks(w) if matvec || w.interleaved => matvec_blocks(x, w),
+            // faster than widening to f32 for a matmul (docs/design.md §10), as do a CPU
+            // driver's row tiles (§9).
+            Matrix::Blocks(w) if matvec || w.multiplies_any_rows() => matvec_blocks(x, w),
             Matrix::Blocks(w) => matmul_widened(x, w.dims(), |start, len| dequantize_rows(w, start, len)),
         }
     }
