@@ -7,7 +7,7 @@
 
 use cubecl::prelude::*;
 
-use crate::kernels::{global_index, half_to_f32, row_or_last};
+use crate::kernels::{global_index, half_to_f32, row_or_last, write_tile, zeros};
 
 /// Words of quants in one block: 16 bytes in q4_0, 32 in q8_0. A pair of blocks is
 /// `2 · quant_words + 1` words (two 2-byte scales fill the odd one).
@@ -119,15 +119,11 @@ fn block_pair_dots(
     let mut first = Array::<u32>::new(outputs);
     let mut prev = Array::<u32>::new(outputs);
     let mut q = Array::<u32>::new(outputs);
-    let mut s = Array::<f32>::new(comptime!(rows * outputs));
+    let mut s = zeros(comptime!(rows * outputs));
     #[unroll]
     for u in 0..outputs {
         first[u] = w[base + u * words];
         prev[u] = first[u];
-    }
-    #[unroll]
-    for a in 0..comptime!(rows * outputs) {
-        s[a] = 0.0f32;
     }
     for m in 0..n {
         #[unroll]
@@ -186,29 +182,16 @@ pub fn matvec_blocks_kernel(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f
 /// [`matvec_blocks_kernel`]'s outputs `o..o + outputs` for rows `r..r + rows` of x.
 #[cube]
 fn blocks_tile(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f32>, o: usize, r: usize, #[comptime] q4: bool, #[comptime] outputs: usize, #[comptime] rows: usize) {
-    let n_out = w.shape(0);
     let words = w.shape(1);
     let n_rows = x.shape(0);
     let pair_words = comptime!(2 * quant_words(q4) + 1);
     let pairs = words / pair_words;
     let xr = XRows { first: r, n_rows, inp: pairs * 64 };
-    let mut acc = Array::<f32>::new(comptime!(rows * outputs));
-    #[unroll]
-    for a in 0..comptime!(rows * outputs) {
-        acc[a] = 0.0f32;
-    }
+    let mut acc = zeros(comptime!(rows * outputs));
     for k in 0..pairs {
         block_pair_dots(x, &xr, k * 64, w, o * words + k * pair_words, words, &mut acc, q4, outputs, rows);
     }
-    #[unroll]
-    for i in 0..rows {
-        if r + i < n_rows {
-            #[unroll]
-            for u in 0..outputs {
-                out[(r + i) * n_out + o + u] = acc[i * outputs + u];
-            }
-        }
-    }
+    write_tile(out, &acc, o, r, n_rows, outputs, rows);
 }
 
 /// The values of word `q` of a block's quant bytes (the block's scale `d`) into

@@ -87,15 +87,10 @@ pub fn matvec_packed_kernel(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f
 /// [`matvec_packed_kernel`]'s outputs `o..o + outputs` for rows `r..r + rows` of x.
 #[cube]
 fn packed_tile(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f32>, o: usize, r: usize, #[comptime] bf16: bool, #[comptime] outputs: usize, #[comptime] rows: usize) {
-    let n_out = w.shape(0);
     let words = w.shape(1);
     let n_rows = x.shape(0);
     let w_row = o * words;
-    let mut acc = Array::<f32>::new(comptime!(rows * outputs));
-    #[unroll]
-    for a in 0..comptime!(rows * outputs) {
-        acc[a] = 0.0f32;
-    }
+    let mut acc = zeros(comptime!(rows * outputs));
     let mut even = Array::<f32>::new(rows);
     let mut odd = Array::<f32>::new(rows);
     for c in 0..words {
@@ -117,6 +112,25 @@ fn packed_tile(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f32>, o: usize
             }
         }
     }
+    write_tile(out, &acc, o, r, n_rows, outputs, rows);
+}
+
+/// `n` zeros.
+#[cube]
+pub(crate) fn zeros(#[comptime] n: usize) -> Array<f32> {
+    let mut a = Array::<f32>::new(n);
+    #[unroll]
+    for i in 0..n {
+        a[i] = 0.0f32;
+    }
+    a
+}
+
+/// A unit's tile of sums, `acc[i·outputs + u]` for rows `r + i` of `n_rows` and outputs
+/// `o + u`, into out [n_rows, n_out], leaving out the rows past the end.
+#[cube]
+pub(crate) fn write_tile(out: &mut Tensor<f32>, acc: &Array<f32>, o: usize, r: usize, n_rows: usize, #[comptime] outputs: usize, #[comptime] rows: usize) {
+    let n_out = out.shape(1);
     #[unroll]
     for i in 0..rows {
         if r + i < n_rows {
