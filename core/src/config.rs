@@ -107,6 +107,10 @@ pub struct ConfigOverrides {
     /// Bytes the device can hold, when known: a model that needs more is refused
     /// before anything is allocated.
     pub device_memory: Option<u64>,
+    /// The largest buffer the device can allocate and bind, when known (wgpu's
+    /// `max_buffer_size` and `max_storage_buffer_binding_size`, the smaller): a model
+    /// with a larger tensor or activation is refused before anything is allocated.
+    pub max_buffer_bytes: Option<u64>,
     /// The precision the LLM's weight matrices are held in on the device.
     pub weight_dtype: crate::weights::WeightDtype,
     /// bf16 matrices on the CPU multiply activations rounded to bf16 (PyTorch's bf16

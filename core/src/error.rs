@@ -76,6 +76,8 @@ pub enum ConfigError {
     Invalid(String),
     #[error("the model needs {need} bytes ({need_gib:.2} GiB) on the device but it has {have} ({have_gib:.2} GiB) available", need_gib = *.need as f64 / (1u64 << 30) as f64, have_gib = *.have as f64 / (1u64 << 30) as f64)]
     TooLarge { need: u64, have: u64 },
+    #[error("{what} needs a buffer of {need} bytes ({need_mib:.1} MiB) but this device allows at most {have} ({have_mib:.1} MiB) per buffer{hint}", need_mib = *.need as f64 / (1u64 << 20) as f64, have_mib = *.have as f64 / (1u64 << 20) as f64)]
+    BufferTooLarge { what: String, need: u64, have: u64, hint: &'static str },
 }
 
 #[derive(Debug, Error)]

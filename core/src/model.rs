@@ -6,15 +6,15 @@ use std::sync::Mutex;
 
 use burn::tensor::{Device, Tensor};
 
-use crate::config::{ConfigOverrides, LlamaType, LlmConfig};
+use crate::config::{ConfigOverrides, LlamaType, LlmConfig, DEFAULT_PREFILL_CHUNK};
 use crate::error::{ConfigError, Result, WeightError};
 use crate::preprocess::{decode_image, padded_resize, DecodeOptions, PaddedSquare, Views};
 use crate::vision::{VisionConfig, VisionTower};
 use crate::llm::Llm;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{
-    parse_shard_name, ByteSource, CheckpointSource, LoadProgress, ModelParallelSource, PthFile, SafetensorsFile,
-    WeightLoader, WeightSource,
+    held_bytes, parse_shard_name, ByteSource, CheckpointSource, LoadProgress, ModelParallelSource, PthFile, SafetensorsFile,
+    WeightDtype, WeightLoader, WeightSource,
 };
 
 /// The raw contents of a model directory.
@@ -141,6 +141,9 @@ impl SphinxModel {
         if let Some(have) = overrides.device_memory.filter(|&have| need > have) {
             return Err(ConfigError::TooLarge { need, have }.into());
         }
+        if let Some(limit) = overrides.max_buffer_bytes {
+            check_buffer_sizes(source, &config, overrides.weight_dtype, limit)?;
+        }
         let llm = Llm::load(&config, &loader).await?;
         let vision = match &vision_config {
             Some(vc) => Some(VisionTower::load(vc, &loader, overrides.stream_encoders).await?),
@@ -220,4 +223,28 @@ impl SphinxModel {
         }
         Ok((geometry, tokens))
     }
+}
+
+/// Refuses, before anything is allocated, a model with a tensor (as it will be held with
+/// `dtype`) or an activation of a prefill chunk that is larger than the device's largest
+/// buffer: wgpu would otherwise fail at the first use of that buffer (lavapipe allows
+/// 128 MiB, so an f32 TinyLlama's 250 MiB embedding cannot load there while its 16-bit
+/// one can). The web manifest states the same bound for `Sphinx.load` (docs/design.md §9).
+fn check_buffer_sizes<S: WeightSource>(source: &S, config: &LlmConfig, dtype: WeightDtype, limit: u64) -> Result<()> {
+    let held = |name: &str, dtype| source.info(name).map_or(0, |info| held_bytes(name, &info, dtype));
+    let largest_tensor = source.names().into_iter().map(|name| (held(&name, dtype), name)).max();
+    if let Some((need, name)) = largest_tensor.filter(|&(need, _)| need > limit) {
+        let hint = if held(&name, WeightDtype::Bf16) <= limit {
+            ": hold the weights in 16 bits (--dtype bf16 or f16) or quantize them (sphinx quantize)"
+        } else {
+            ": quantize the weights (sphinx quantize --to q8_0 or q4_0)"
+        };
+        return Err(ConfigError::BufferTooLarge { what: format!("tensor '{name}'"), need, have: limit, hint }.into());
+    }
+    let activations = config.largest_activation_bytes(DEFAULT_PREFILL_CHUNK);
+    if activations > limit {
+        let what = format!("a prefill chunk of {DEFAULT_PREFILL_CHUNK} positions (its largest activation)");
+        return Err(ConfigError::BufferTooLarge { what, need: activations, have: limit, hint: "" }.into());
+    }
+    Ok(())
 }

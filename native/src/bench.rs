@@ -68,7 +68,7 @@ struct BenchReport {
 pub fn run_bench(a: BenchArgs) -> Result<()> {
     let open = init_device(a.device)?;
     eprintln!("device: {}", open.description);
-    let m = ModelArgs { device_memory: open.memory_budget(), ..a.model.clone() };
+    let m = a.model.on(&open);
     let t = Instant::now();
     let model = load_model_on(&m, &open.device)?;
     open.device.sync().map_err(|e| anyhow::anyhow!("device: {e:?}"))?;

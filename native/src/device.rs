@@ -26,11 +26,14 @@ pub struct OpenDevice {
     /// Whether its memory is the host's (the CPU backend, software adapters such as
     /// lavapipe), so the host's available memory bounds what it can hold.
     pub host_memory: bool,
+    /// The largest buffer the device allocates and binds (wgpu's `max_buffer_size` and
+    /// `max_storage_buffer_binding_size`, the smaller); `None` on the CPU backend.
+    pub max_buffer_bytes: Option<u64>,
 }
 
 impl OpenDevice {
     fn cpu() -> Self {
-        Self { device: Device::flex(), description: "CPU (Burn flex)".into(), host_memory: true }
+        Self { device: Device::flex(), description: "CPU (Burn flex)".into(), host_memory: true, max_buffer_bytes: None }
     }
 
     /// Bytes a model may use on this device, when known.
@@ -66,7 +69,9 @@ pub fn init_device(choice: DeviceChoice) -> Result<OpenDevice> {
                 log::info!("only a software GPU ({what}) was found; using the CPU backend");
                 return Ok(OpenDevice::cpu());
             }
-            Ok(OpenDevice { device, description: what, host_memory: software })
+            let limits = setup.device.limits();
+            let max_buffer_bytes = Some(limits.max_buffer_size.min(u64::from(limits.max_storage_buffer_binding_size)));
+            Ok(OpenDevice { device, description: what, host_memory: software, max_buffer_bytes })
         }
         Err(e) if choice == DeviceChoice::Auto => {
             log::info!("no GPU through wgpu ({e}); using the CPU backend");

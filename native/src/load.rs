@@ -16,7 +16,7 @@ use sphinx_core::preprocess::{decode_image, DecodeOptions, PaddedSquare, RgbImag
 use sphinx_core::vision::Activation;
 use sphinx_core::weights::{LoadProgress, ManifestSource, WebManifest};
 
-use crate::device::{init_device, DeviceChoice};
+use crate::device::{init_device, DeviceChoice, OpenDevice};
 use crate::files::{read_limited, ModelDir};
 use crate::model_dir::{open_model_dir, FileBytes};
 use crate::shards::{verify, LocalShards};
@@ -79,6 +79,9 @@ pub struct ModelArgs {
     /// Bytes the device can hold (set from the device, not the command line).
     #[arg(skip)]
     pub device_memory: Option<u64>,
+    /// The device's largest buffer (set from the device, not the command line).
+    #[arg(skip)]
+    pub max_buffer_bytes: Option<u64>,
 }
 
 
@@ -95,6 +98,12 @@ impl ModelArgs {
         <Only as clap::Parser>::parse_from([std::ffi::OsString::from("sphinx"), "--model".into(), dir]).model
     }
 
+    /// These options with what `open` tells of its memory and largest buffer, so that a
+    /// model it cannot hold is refused before loading.
+    pub fn on(&self, open: &OpenDevice) -> Self {
+        Self { device_memory: open.memory_budget(), max_buffer_bytes: open.max_buffer_bytes, ..self.clone() }
+    }
+
     pub fn overrides(&self) -> ConfigOverrides {
         ConfigOverrides {
             max_seq_len: self.max_seq_len,
@@ -103,6 +112,7 @@ impl ModelArgs {
             weight_dtype: self.dtype,
             round_x_to_bf16: self.bf16_activations,
             device_memory: self.device_memory,
+            max_buffer_bytes: self.max_buffer_bytes,
             score_tile_bytes: self.attention_tile_mib.map(|mib| mib.saturating_mul(1 << 20)),
         }
     }
@@ -115,12 +125,12 @@ pub fn mix_rules(beta: f64, extra: &[String]) -> Result<MixRules> {
 }
 
 /// Opens the device and loads the model with a progress bar.
-/// A model that would not fit the device's memory (when known) is refused before loading.
+/// A model that would not fit the device's memory or its largest buffer (when known) is
+/// refused before loading.
 pub fn load_model(m: &ModelArgs, device: DeviceChoice) -> Result<SphinxModel> {
     let open = init_device(device)?;
     eprintln!("device: {}", open.description);
-    let m = ModelArgs { device_memory: open.memory_budget(), ..m.clone() };
-    load_model_on(&m, &open.device)
+    load_model_on(&m.on(&open), &open.device)
 }
 
 /// Loads the model on an open device.

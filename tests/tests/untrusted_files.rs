@@ -11,7 +11,7 @@ use sphinx_core::generate::{generate, GenerationOptions};
 use sphinx_core::model::SphinxModel;
 use sphinx_core::preprocess::{decode_image, DecodeOptions, ImageError};
 use sphinx_core::tokenizer::Tokenizer;
-use sphinx_core::weights::{MemoryBytes, PthFile, SafetensorsFile, WeightSource, WebManifest};
+use sphinx_core::weights::{MemoryBytes, PthFile, SafetensorsFile, WeightDtype, WeightSource, WebManifest};
 use sphinx_tests::craft::{jpeg_header, pickle_bytes, png_header, pth_bytes, safetensors_raw, state_dict_ops, zip_bytes, Op, TensorSpec, ZipEntry, MARK};
 use sphinx_tests::{fixtures, load_model, model_dir};
 
@@ -190,6 +190,44 @@ fn a_model_too_large_for_the_device_is_refused_with_the_numbers() {
     let e = pollster::block_on(SphinxModel::load(files, &Device::flex(), &small, &mut |_| {})).err().unwrap();
     assert!(matches!(e, SphinxError::Config(ConfigError::TooLarge { have: 1000, .. })), "{e}");
     assert!(e.to_string().contains("1000"), "{e}");
+}
+
+/// A tensor larger than the device's largest buffer (lavapipe: 128 MiB, less than an f32
+/// TinyLlama's embedding) is refused before loading, naming the tensor and the way out;
+/// with the limit at the largest buffer the model needs it loads.
+#[test]
+fn a_tensor_larger_than_the_device_buffers_is_refused_by_name() {
+    let dir = model_dir("tiny-llama-gqa");
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let files = || sphinx_core::model::ModelFiles {
+        config_json: String::from_utf8(read("config.json")).unwrap(),
+        meta_json: String::from_utf8(read("meta.json")).unwrap(),
+        tokenizer_model: read("tokenizer.model"),
+        checkpoints: vec![MemoryBytes::new("consolidated.00-of-01.model.pth", read("consolidated.00-of-01.model.pth"))],
+    };
+    let pth = PthFile::open(MemoryBytes::new("consolidated.00-of-01.model.pth", read("consolidated.00-of-01.model.pth"))).unwrap();
+    // The fixture's matrices are 16-bit: held as stored by default, widened with --dtype f32.
+    let (largest, name) = pth.names().into_iter().map(|n| (pth.info(&n).unwrap().byte_len() as u64, n)).max().unwrap();
+    let load_as = |limit: u64, weight_dtype: WeightDtype| {
+        let overrides = ConfigOverrides { max_buffer_bytes: Some(limit), weight_dtype, ..Default::default() };
+        pollster::block_on(SphinxModel::load(files(), &Device::flex(), &overrides, &mut |_| {}))
+    };
+    let load = |limit: u64| load_as(limit, WeightDtype::Auto);
+    let refused = |e: Option<SphinxError>, need: u64, way_out: &str| {
+        let e = e.expect("refused");
+        assert!(matches!(&e, SphinxError::Config(ConfigError::BufferTooLarge { need: n, .. }) if *n == need), "{e}");
+        let message = e.to_string();
+        assert!(message.contains(&format!("'{name}'")) && message.contains(way_out), "{message}");
+    };
+    refused(load(largest - 1).err(), largest, "sphinx quantize");
+    // Widened to f32 it needs twice the bytes, and 16 bits would fit.
+    refused(load_as(largest, WeightDtype::F32).err(), 2 * largest, "--dtype bf16");
+    // At the largest tensor or the largest activation of a prefill chunk, whichever is more, it loads.
+    let f = files();
+    let config = LlmConfig::from_json(&f.config_json, &f.meta_json, 32000, &ConfigOverrides::default()).unwrap();
+    let enough = largest.max(config.largest_activation_bytes(sphinx_core::config::DEFAULT_PREFILL_CHUNK));
+    assert!(load(enough).is_ok(), "a limit of {enough} bytes (largest tensor '{name}': {largest}) must load");
+    assert!(matches!(load(enough - 1).err(), Some(SphinxError::Config(ConfigError::BufferTooLarge { .. }))));
 }
 
 /// The LLaMA tokenizer with a trainer-spec field appended (the last one wins).
