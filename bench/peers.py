@@ -28,12 +28,15 @@ Systems (see --systems):
 
 A system whose weights, package or binary is missing is reported with status "missing",
 one that fails with status "failed" and the tail of its output; neither stops the run.
+With --rounds R every system runs R times (every other round in reverse order) and a last
+line per system gives the medians (its rows of each round carry "round").
 """
 import argparse
 import json
 import os
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -454,6 +457,27 @@ def logit_gap(ref, r):
     return f"; prefill logits max |diff| = {rel:.1e} x std"
 
 
+# Figures that a row of several rounds gives as the median of its rounds.
+ROUND_FIGURES = ("load_s", "prefill_tok_s", "decode_tok_s", "prefill2_tok_s")
+
+
+def median_row(rounds):
+    """One system's rows of several rounds as one row: the first round's fields, each of
+    ROUND_FIGURES the median of the rounds (their values kept in `<figure>_rounds`), peak
+    RSS the largest; a system that failed in any round keeps that round's row."""
+    failed = next((r for r in rounds if r.get("status") != "ok"), None)
+    if failed is not None:
+        return {k: v for k, v in failed.items() if k != "round"} | {"rounds": len(rounds)}
+    row = {k: v for k, v in rounds[0].items() if k != "round"} | {"rounds": len(rounds)}
+    for key in ROUND_FIGURES:
+        values = [r[key] for r in rounds if r.get(key) is not None]
+        if values:
+            row[key] = statistics.median(values)
+            row[key + "_rounds"] = values
+    row["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in rounds)
+    return row
+
+
 def agreement(rows):
     """Greedy tokens of each system against torch f32 (or llama.cpp f32 when torch f32 is absent).
     Returns (report lines, whether torch f32 and llama.cpp f32 agree exactly or None)."""
@@ -513,6 +537,8 @@ def main():
     ap.add_argument("--systems", default="all", help="comma list, or 'all': " + ",".join(ALL_SYSTEMS))
     ap.add_argument("--runtime-bin", default=None, help="the sphinx binary (runtime rows)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per system")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every system this many times, alternating the order; the row of each is the median")
     ap.add_argument("--out", help="append the JSON lines here too")
     ap.add_argument("--logdir", default=None)
     ap.add_argument("--check", action="store_true",
@@ -541,21 +567,39 @@ def main():
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     vk_index = lavapipe_index() if any("vulkan" in s for s in systems) else "0"
-    rows = []
     out = open(a.out, "a") if a.out else None
-    for s in systems:
-        print(f"[peers] {s} ...", file=sys.stderr, flush=True)
-        row = run_system(s, a, env, vk_index, logdir)
-        row["date"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        rows.append(row)
+
+    def emit(row):
         line = json.dumps(row)
         print(line, flush=True)
         if out:
             out.write(line + "\n")
             out.flush()
-        brief = (f"load {row['load_s']:.2f} s, prefill {row['prefill_tok_s']:.1f} tok/s, decode {row['decode_tok_s']:.1f} tok/s, "
-                 f"peak RSS {row['peak_rss_bytes'] / 2**20:.0f} MiB") if row["status"] == "ok" else row.get("reason", "")
-        print(f"[peers] {s}: {row['status']}: {brief}", file=sys.stderr, flush=True)
+
+    by_round = []
+    for k in range(a.rounds):
+        # Every other round in reverse order, so a drift of the machine (this VM's memory
+        # bandwidth moves from minute to minute) does not always favour the same systems.
+        order = systems if k % 2 == 0 else systems[::-1]
+        rows = {}
+        for s in order:
+            print(f"[peers] {s} ..." + (f" (round {k + 1} of {a.rounds})" if a.rounds > 1 else ""), file=sys.stderr, flush=True)
+            round_logs = os.path.join(logdir, f"round-{k + 1}") if a.rounds > 1 else logdir
+            os.makedirs(round_logs, exist_ok=True)
+            row = run_system(s, a, env, vk_index, round_logs)
+            row["date"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+            if a.rounds > 1:
+                row["round"] = k + 1
+            rows[s] = row
+            emit(row)
+            brief = (f"load {row['load_s']:.2f} s, prefill {row['prefill_tok_s']:.1f} tok/s, decode {row['decode_tok_s']:.1f} tok/s, "
+                     f"peak RSS {row['peak_rss_bytes'] / 2**20:.0f} MiB") if row["status"] == "ok" else row.get("reason", "")
+            print(f"[peers] {s}: {row['status']}: {brief}", file=sys.stderr, flush=True)
+        by_round.append(rows)
+    rows = [median_row([r[s] for r in by_round]) for s in systems] if a.rounds > 1 else list(by_round[0].values())
+    if a.rounds > 1:
+        for row in rows:
+            emit(row)
     lines, strict = agreement(rows)
     for line in lines:
         print(line, file=sys.stderr)

@@ -113,6 +113,8 @@ def main():
             d = json.loads(line)
             if "agreement" in d:
                 agreement = d
+            elif "round" in d:
+                continue  # one round of several: the system's median row follows
             else:
                 rows.append(d)
     # A later row for the same system replaces an earlier one (reruns append).
@@ -160,6 +162,10 @@ def main():
                   f"{model.get('n_heads')}/{model.get('n_kv_heads')} heads, FFN {model.get('ffn')}, "
                   f"vocab {model.get('vocab_size')}, {model.get('params', 0) / 1e6:.0f} M parameters, seed {model.get('seed')}")
     md.append(f"- prompt: {n} random token ids (same for every peer), then {m} greedy decode steps")
+    rounds = max((r.get("rounds", 1) for r in rows), default=1)
+    if rounds > 1:
+        md.append(f"- rounds: {rounds}, every other one in reverse order; load, prefill and decode are each system's "
+                  "median (decode of every round below the tables), peak RSS its largest")
     md.append("- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
     if llama_info:
         md.append(f"- llama.cpp CPU build: {llama_info}")
@@ -221,6 +227,11 @@ def main():
             md += same
             md.append("")
         md.append("Load and peak RSS: < 1 means the runtime uses less. Prefill and decode: > 1 means the runtime is faster.")
+        md.append("")
+    if rounds > 1:
+        md.append("Decode tok/s of each round (round 1 first):")
+        md.append("")
+        md += [f"    {r['system']:<22} " + "  ".join(f"{v:.1f}" for v in r.get("decode_tok_s_rounds", [])) for r in ok]
         md.append("")
     # Recomputed over the rows kept (a rerun of one system appends its own agreement line).
     try:

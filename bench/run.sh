@@ -2,7 +2,7 @@
 # The whole benchmark in one command (run by hand, never in CI; see bench/README.md).
 #
 #   bench/run.sh [--shape tiny|tinyllama|llama2-7b] [--threads 2] [--prompt-tokens 128] [--decode-tokens 32]
-#                [--machine NAME] [--systems LIST] [--work DIR] [--no-build] [--rebuild] [--no-vulkan] [--check]
+#                [--machine NAME] [--systems LIST] [--rounds R] [--work DIR] [--no-build] [--rebuild] [--no-vulkan] [--check]
 #
 #   1. bench/setup_env.sh: the venv outside the repo, pinned peers, llama-cpp-python built from source
 #   2. bench/make_weights.py: one set of random weights in every format (kept in --work, reused)
@@ -30,6 +30,7 @@ REBUILD=0
 VULKAN=1
 CHECK=""
 TIMEOUT=3600
+ROUNDS=1
 
 usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -42,6 +43,7 @@ while [ $# -gt 0 ]; do
     --systems) SYSTEMS="$2"; shift 2 ;;
     --work) WORK="$2"; shift 2 ;;
     --timeout) TIMEOUT="$2"; shift 2 ;;
+    --rounds) ROUNDS="$2"; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --rebuild) REBUILD=1; shift ;;
     --no-vulkan) VULKAN=0; shift ;;
@@ -112,7 +114,7 @@ EOF
 set +e
 "$PY" "$HERE/peers.py" --weights "$WORK/weights" --threads "$THREADS" --prompt-tokens "$PROMPT" \
   --decode-tokens "$DECODE" --systems "$SYSTEMS" --runtime-bin "$BIN" --timeout "$TIMEOUT" \
-  --out "$ROWS" --logdir "$WORK/logs-$STAMP" $CHECK > /dev/null
+  --rounds "$ROUNDS" --out "$ROWS" --logdir "$WORK/logs-$STAMP" $CHECK > /dev/null
 PEERS_RC=$?
 set -e
 log "measured in $((SECONDS - T0)) s: $ROWS (logs: $WORK/logs-$STAMP)"
