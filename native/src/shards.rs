@@ -5,9 +5,7 @@
 //! holds each tensor once, on its way to the device, not the shard's pages too.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 use sphinx_core::error::WeightError;

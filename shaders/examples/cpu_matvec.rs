@@ -3,7 +3,9 @@
 //! row of x each, in every weight format the CPU multiplies directly. Prints the time
 //! per layer and the weight bytes read per second, the figure a decode step is bound by.
 //!
-//!     cargo run -p sphinx-shaders --example cpu_matvec [-- LAYERS [REPEATS]]
+//!     [FORMATS=bf16,q4_0] cargo run -p sphinx-shaders --example cpu_matvec [-- LAYERS [REPEATS]]
+//!
+//! (defaults: every format, 4 layers, the median of 20 passes).
 //!
 //! A measuring tool for kernel work (docs/design.md §9), not a test: `sphinx bench` and
 //! `bench/` measure the whole model against the peers.
@@ -67,14 +69,19 @@ fn main() {
     let device = Device::flex();
     let formats = std::env::var("FORMATS").unwrap_or_else(|_| "bf16,bf16-rounded-x,f16,q8_0,q4_0".into());
     for format in formats.split(',') {
-        let matrices: Vec<(Weights, usize)> =
-            (0..layers).flat_map(|l| LAYER.iter().enumerate().map(move |(i, &s)| (l, i, s))).map(|(l, i, s)| (Weights::new(format, s, (l * 7 + i) as u64, &device), s[1])).collect();
-        let bytes: usize = matrices.iter().map(|(w, _)| w.bytes()).sum();
-        let inputs: Vec<Tensor<2>> = [2048, 5632].iter().map(|&n| Tensor::from_data(TensorData::new(values(n, 99), [1, n]), &device)).collect();
+        // Each product's W [n_out, n_in] and its row of x [1, n_in].
+        let mut products = Vec::new();
+        for layer in 0..layers {
+            for (i, &shape) in LAYER.iter().enumerate() {
+                let w = Weights::new(format, shape, (layer * LAYER.len() + i) as u64, &device);
+                let x = Tensor::<2>::from_data(TensorData::new(values(shape[1], 99), [1, shape[1]]), &device);
+                products.push((w, x));
+            }
+        }
+        let bytes: usize = products.iter().map(|(w, _)| w.bytes()).sum();
         let pass = || {
-            for (w, n_in) in &matrices {
-                let x = if *n_in == 2048 { inputs[0].clone() } else { inputs[1].clone() };
-                let _ = w.times(x);
+            for (w, x) in &products {
+                let _ = w.times(x.clone());
             }
         };
         pass();
