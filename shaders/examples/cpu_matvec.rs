@@ -3,9 +3,10 @@
 //! row of x each, in every weight format the CPU multiplies directly. Prints the time
 //! per layer and the weight bytes read per second, the figure a decode step is bound by.
 //!
-//!     [FORMATS=bf16,q4_0] cargo run -p sphinx-shaders --example cpu_matvec [-- LAYERS [REPEATS]]
+//!     [FORMATS=bf16,q4_0] [ROWS=128] cargo run -p sphinx-shaders --example cpu_matvec [-- LAYERS [REPEATS]]
 //!
-//! (defaults: every format, 4 layers, the median of 20 passes).
+//! (defaults: every format, one row of x (a decode step; ROWS=128 times a prefill's
+//! products instead), 4 layers, the median of 20 passes).
 //!
 //! A measuring tool for kernel work (docs/design.md §9), not a test: `sphinx bench` and
 //! `bench/` measure the whole model against the peers.
@@ -67,14 +68,15 @@ fn main() {
     let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("LAYERS [REPEATS]")).collect();
     let (layers, repeats) = (args.first().copied().unwrap_or(4), args.get(1).copied().unwrap_or(20));
     let device = Device::flex();
+    let rows: usize = std::env::var("ROWS").map_or(1, |r| r.parse().expect("ROWS: a number of rows of x"));
     let formats = std::env::var("FORMATS").unwrap_or_else(|_| "bf16,bf16-rounded-x,f16,q8_0,q4_0".into());
     for format in formats.split(',') {
-        // Each product's W [n_out, n_in] and its row of x [1, n_in].
+        // Each product's W [n_out, n_in] and its rows of x [rows, n_in].
         let mut products = Vec::new();
         for layer in 0..layers {
             for (i, &shape) in LAYER.iter().enumerate() {
                 let w = Weights::new(format, shape, (layer * LAYER.len() + i) as u64, &device);
-                let x = Tensor::<2>::from_data(TensorData::new(values(shape[1], 99), [1, shape[1]]), &device);
+                let x = Tensor::<2>::from_data(TensorData::new(values(rows * shape[1], 99), [rows, shape[1]]), &device);
                 products.push((w, x));
             }
         }
@@ -99,7 +101,7 @@ fn main() {
             median / layers as f64 * 1e3,
             bytes as f64 / median / 1e9,
             median / layers as f64 * 22e3,
-            layers as f64 / (median * 22.0)
+            (rows * layers) as f64 / (median * 22.0)
         );
     }
 }

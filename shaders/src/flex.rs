@@ -13,6 +13,7 @@ use crate::blocks::BlockFormat;
 use crate::flex_bf16::{self, Bf16Rows};
 use crate::flex_blocks::{dot_blocks, RoundedRow};
 use crate::flex_groups::dot_group;
+use crate::flex_halves::{self, PaddedRows};
 use crate::interleaved::{self, GROUP};
 use crate::SphinxOps;
 
@@ -33,24 +34,18 @@ impl SphinxOps for Flex {
         let (n_out, words) = (w.layout().shape()[0], w.layout().shape()[1]);
         assert_eq!(inp, 2 * words, "matvec_packed: x has {inp} columns, w {words} words per row");
         let halves: &[u16] = bytemuck::cast_slice(ws);
-        if bf16 {
-            // Any number of rows: the pairs' products (`flex_bf16.rs`), a task's rows of W
-            // at once so that each tile of x is read once per task.
-            let x_rows = Bf16Rows::new(xs, [rows, inp], if round_x { 1 } else { 2 });
+        if bf16 && round_x {
+            // x rounded to bf16: the pairs' products of AVX512-BF16 (`flex_bf16.rs`).
+            let x_rows = Bf16Rows::new(xs, [rows, inp]);
             return each_output_group::<Vec<u16>, OUTPUTS_PER_TASK>([rows, n_out], Vec::new, |padded, first, out| {
-                let w_rows = &halves[first * inp..((first + OUTPUTS_PER_TASK) * inp).min(halves.len())];
-                if w_rows.len() == OUTPUTS_PER_TASK * inp {
-                    return flex_bf16::dot_rows(&x_rows, w_rows, out);
-                }
-                // The last rows of a matrix whose row count is not a whole number of tasks.
-                padded.clear();
-                padded.extend_from_slice(w_rows);
-                padded.resize(OUTPUTS_PER_TASK * inp, 0);
-                flex_bf16::dot_rows(&x_rows, padded, out)
+                flex_bf16::dot_rows(&x_rows, task_rows(halves, first, inp, padded), out)
             });
         }
-        each_output([rows, n_out], || vec![0f32; inp], |row_f32, r, j| {
-            dot_halves(&xs[r * inp..(r + 1) * inp], &halves[j * inp..(j + 1) * inp], bf16, row_f32)
+        // Any number of rows: each weight widened in a register, x in f32 (`flex_halves.rs`),
+        // a task's rows of W at once so that each tile of x is read once per task.
+        let x_rows = PaddedRows::new(xs, [rows, inp]);
+        each_output_group::<Vec<u16>, OUTPUTS_PER_TASK>([rows, n_out], Vec::new, |padded, first, out| {
+            flex_halves::dot_rows(&x_rows, task_rows(halves, first, inp, padded), bf16, out)
         })
     }
 
@@ -269,6 +264,19 @@ fn widen(bits: &[u16], bf16: bool, dst: &mut [f32]) {
     }
 }
 
+/// The [`OUTPUTS_PER_TASK`] rows of W from row `first` (`inp` halves each), padded with
+/// zero rows (in `padded`) where the matrix ends before them.
+fn task_rows<'a>(halves: &'a [u16], first: usize, inp: usize, padded: &'a mut Vec<u16>) -> &'a [u16] {
+    let rows = &halves[first * inp..((first + OUTPUTS_PER_TASK) * inp).min(halves.len())];
+    if rows.len() == OUTPUTS_PER_TASK * inp {
+        return rows;
+    }
+    padded.clear();
+    padded.extend_from_slice(rows);
+    padded.resize(OUTPUTS_PER_TASK * inp, 0);
+    padded
+}
+
 /// A [rows, cols] f32 tensor whose value (r, c) is `value(scratch, r, c)`: [`each_output_group`]
 /// one output at a time.
 fn each_output<S>(
@@ -333,68 +341,6 @@ fn each_output_group<S, const G: usize>(
         }
     };
     FlexTensor::from_data(TensorData::new(out, [rows, cols]))
-}
-
-/// Σ x[i]·h[i] with h as 16-bit patterns: widened in registers with AVX2 (+F16C for
-/// f16) where the CPU has them, else through `scratch` (x's length) and [`dot`].
-fn dot_halves(x: &[f32], h: &[u16], bf16: bool, scratch: &mut [f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("f16c") {
-        // SAFETY: the CPU has the features `dot_halves_avx2` is compiled for.
-        return unsafe { dot_halves_avx2(x, h, bf16) };
-    }
-    widen(h, bf16, scratch);
-    dot(x, scratch)
-}
-
-/// [`dot_halves`] with AVX2: 32 values per step over four accumulators of eight lanes.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_halves_avx2(x: &[f32], h: &[u16], bf16: bool) -> f32 {
-    // One loop per format, so the step holds no branch and no call.
-    // SAFETY: this function's own target features are the callee's.
-    unsafe {
-        if bf16 {
-            dot_halves_avx2_as::<true>(x, h)
-        } else {
-            dot_halves_avx2_as::<false>(x, h)
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_halves_avx2_as<const BF16: bool>(x: &[f32], h: &[u16]) -> f32 {
-    use std::arch::x86_64::*;
-    assert_eq!(x.len(), h.len());
-    let n = x.len();
-    let (xp, hp) = (x.as_ptr(), h.as_ptr());
-    // Eight halves at `hp + i` widened to f32 (bf16: shifted into the high half; f16: F16C).
-    macro_rules! widen8 {
-        ($i:expr) => {{
-            let bits = _mm_loadu_si128(hp.add($i) as *const __m128i);
-            if BF16 { _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16)) } else { _mm256_cvtph_ps(bits) }
-        }};
-    }
-    let (mut a0, mut a1, mut a2, mut a3) = (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut i = 0;
-    // SAFETY: every load reads [i, i + 32) with i + 32 ≤ n, inside both slices.
-    unsafe {
-        while i + 32 <= n {
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(i)), widen8!(i), a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(i + 8)), widen8!(i + 8), a1);
-            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(i + 16)), widen8!(i + 16), a2);
-            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(i + 24)), widen8!(i + 24), a3);
-            i += 32;
-        }
-    }
-    let sum = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-    let mut lanes = [0f32; 8];
-    // SAFETY: `lanes` holds eight f32.
-    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
-    let value = |b: u16| if BF16 { half::bf16::from_bits(b).to_f32() } else { half::f16::from_bits(b).to_f32() };
-    let tail: f32 = (i..n).map(|j| x[j] * value(h[j])).sum();
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// Σ a[i]·b[i] in f32, over eight partial sums (so the compiler vectorises it).

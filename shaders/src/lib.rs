@@ -24,6 +24,7 @@ mod blocks;
 mod cube;
 mod flex;
 mod flex_bf16;
+mod flex_halves;
 mod flex_blocks;
 mod flex_groups;
 pub mod interleaved;
@@ -42,10 +43,11 @@ pub use packed::{HalfKind, PackedHalves};
 pub trait SphinxOps: Backend {
     /// `x · Wᵀ` for a few rows of `x`: x [rows, in] f32, w [out, in/2] u32 words of
     /// packed halves (`bf16` selects the half format) → [rows, out] f32, accumulated in f32.
-    /// The CPU with bf16 W splits x into two bf16 parts (or with `round_x` rounds it to
-    /// one) and sums pairs of products as AVX512-BF16's `vdpbf16ps` does (`flex_bf16.rs`),
-    /// fast for any number of rows; the GPU kernels keep x in f32 and ignore `round_x`,
-    /// and take more than 4 rows in tiles of 16 rows × 16 outputs per invocation.
+    /// The CPU widens each weight in a register and multiplies-adds in f32 in a fixed
+    /// order (`flex_halves.rs`), or for bf16 W with `round_x` rounds x to bf16 and sums
+    /// pairs of products as AVX512-BF16's `vdpbf16ps` does (`flex_bf16.rs`), fast for any
+    /// number of rows; the GPU kernels keep x in f32 and ignore `round_x`, and take more
+    /// than 4 rows in tiles of 16 rows × 16 outputs per invocation.
     fn matvec_packed(x: FloatTensor<Self>, w: IntTensor<Self>, bf16: bool, round_x: bool) -> FloatTensor<Self>;
     /// `x · Wᵀ` with W's rows as llama.cpp blocks (`blocks.rs`; `q4`: q4_0, else q8_0):
     /// x [rows, in] f32, w [out, words] u32 → [rows, out] f32. The CPU rounds x to q8_0

@@ -45,8 +45,8 @@ pub struct PackedHalves {
     pub words: Tensor<2, Int>,
     pub kind: HalfKind,
     /// bf16 on the CPU backend: multiply by x rounded to bf16, as PyTorch's bf16 and
-    /// llama.cpp do, instead of x kept to 16 bits as two bf16 parts (`flex_bf16.rs`):
-    /// about 1.8× the prefill speed, answers that may differ from the f32 path's.
+    /// llama.cpp do (`flex_bf16.rs`), instead of x kept in f32 (`flex_halves.rs`): about
+    /// 1.7× the prefill speed on AVX512-BF16 CPUs, answers that may differ from the f32 path's.
     pub round_x: bool,
 }
 
@@ -81,12 +81,12 @@ impl PackedHalves {
     }
 
     /// Whether [`crate::matvec_packed`] suits any number of rows of x, not only decoding's
-    /// few: bf16 on the CPU backend, whose bf16 products (`flex_bf16.rs`) beat widening
-    /// tiles to f32 for a matmul, and either half on a CPU driver, whose kernel then takes
-    /// rows in tiles ([`crate::is_cpu_driver`]).
+    /// few: on the CPU backend, whose products widen each weight in a register
+    /// (`flex_halves.rs`) instead of widening tiles to f32 for a matmul, and on a CPU
+    /// driver, whose kernel then takes rows in tiles ([`crate::is_cpu_driver`]).
     pub fn multiplies_any_rows(&self) -> bool {
         let device = self.words.device();
-        (self.kind == HalfKind::Bf16 && crate::is_cpu(&device)) || crate::is_cpu_driver(&device)
+        crate::is_cpu(&device) || crate::is_cpu_driver(&device)
     }
 
     /// Bytes the matrix occupies on the device.

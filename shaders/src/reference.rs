@@ -22,19 +22,14 @@ pub async fn matvec_packed(x: Tensor<2>, w: &PackedHalves) -> Tensor<2> {
     x.matmul(unpack_halves(w).await.transpose())
 }
 
-/// `x · Wᵀ` as the CPU backend defines it for bf16 W (`flex_bf16.rs`): each value of x
-/// first kept to 16 significant bits as the sum of two bf16 (`hi = bf16(x)`,
-/// `lo = bf16(x − hi)`; with [`PackedHalves::round_x`], `hi` alone), then Burn's matmul
-/// on the widened weight.
+/// `x · Wᵀ` as the CPU backend defines it for bf16 W with [`PackedHalves::round_x`]
+/// (`flex_bf16.rs`): each value of x first rounded to bf16, then Burn's matmul on the
+/// widened weight.
 pub async fn matvec_packed_rounded(x: Tensor<2>, w: &PackedHalves) -> Tensor<2> {
     let dims = x.dims();
     let device = x.device();
     let values: Vec<f32> = x.into_data_async().await.expect("x read back").try_into_vec().expect("f32 x");
-    let split = |v: f32| {
-        let hi = half::bf16::from_f32(v).to_f32();
-        if w.round_x { hi } else { hi + half::bf16::from_f32(v - hi).to_f32() }
-    };
-    let rounded: Vec<f32> = values.iter().map(|&v| split(v)).collect();
+    let rounded: Vec<f32> = values.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
     matvec_packed(Tensor::from_data(burn::tensor::TensorData::new(rounded, dims), &device), w).await
 }
 
