@@ -298,49 +298,56 @@ fn each_output<S>(
 /// other, so the weights of an output group are read from memory once for all the rows
 /// of x (the sequences of a decoding batch, the positions of a prefill); each value is
 /// computed on its own, the same whatever the other rows. `scratch` makes each task's
-/// own buffer.
+/// own buffer. Each task writes its columns of every row straight into the result
+/// (they are no slice of it, hence [`DisjointColumns`]).
 fn each_output_group<S, const G: usize>(
     [rows, cols]: [usize; 2],
     scratch: impl Fn() -> S + Sync + Send,
     values: impl Fn(&mut S, usize, &mut [[f32; G]]) + Sync + Send,
 ) -> FlexTensor {
     const { assert!(OUTPUTS_PER_TASK % G == 0) };
-    let mut by_column = vec![0f32; cols * rows]; // [cols, rows]
+    let mut out = vec![0f32; rows * cols];
     if rows > 0 {
-        by_column.par_chunks_mut(OUTPUTS_PER_TASK * rows).enumerate().for_each_init(
+        let columns = DisjointColumns { out: out.as_mut_ptr(), cols };
+        (0..cols.div_ceil(OUTPUTS_PER_TASK)).into_par_iter().for_each_init(
             || (scratch(), vec![[0f32; G]; rows]),
-            |(s, out), (task, chunk)| {
-                let chunk_cols = chunk.len() / rows;
-                for group in 0..chunk_cols.div_ceil(G) {
-                    values(s, task * OUTPUTS_PER_TASK + group * G, out);
-                    for (r, values) in out.iter().enumerate() {
-                        // A last group past `cols` (when G does not divide it) keeps its columns inside.
-                        for (i, &v) in values.iter().enumerate().take(chunk_cols - group * G) {
-                            chunk[(group * G + i) * rows + r] = v;
-                        }
+            |(s, group_out), task| {
+                let first = task * OUTPUTS_PER_TASK;
+                let task_cols = OUTPUTS_PER_TASK.min(cols - first);
+                for group in 0..task_cols.div_ceil(G) {
+                    values(s, first + group * G, group_out);
+                    // A last group past `cols` (when G does not divide it) keeps its columns inside.
+                    let n = G.min(task_cols - group * G);
+                    for (r, v) in group_out.iter().enumerate() {
+                        // SAFETY: columns first..first + task_cols of every row are this task's alone.
+                        unsafe { columns.write(r, first + group * G, &v[..n]) };
                     }
                 }
             },
         );
     }
-    let out = match rows {
-        1 => by_column,
-        _ => {
-            // Transposed 16 rows at a time, so that each read of a column's values uses a
-            // whole cache line of `by_column` (a prefill's output head is 32 MiB).
-            let mut out = vec![0f32; rows * cols];
-            out.par_chunks_mut(16 * cols).enumerate().for_each(|(block, dst)| {
-                let n = dst.len() / cols;
-                for (c, column) in by_column.chunks_exact(rows).enumerate() {
-                    for (i, &v) in column[block * 16..block * 16 + n].iter().enumerate() {
-                        dst[i * cols + c] = v;
-                    }
-                }
-            });
-            out
-        }
-    };
     FlexTensor::from_data(TensorData::new(out, [rows, cols]))
+}
+
+/// A [rows, cols] row-major result whose columns are written by different rayon tasks.
+struct DisjointColumns {
+    out: *mut f32,
+    cols: usize,
+}
+
+// SAFETY: tasks write through it to disjoint columns only (see `write`).
+unsafe impl Sync for DisjointColumns {}
+
+impl DisjointColumns {
+    /// Writes `v` at row `r`, columns `c..c + v.len()`.
+    ///
+    /// # Safety
+    /// Those columns lie inside the result and no other thread writes them meanwhile.
+    unsafe fn write(&self, r: usize, c: usize, v: &[f32]) {
+        debug_assert!(c + v.len() <= self.cols);
+        // SAFETY: the caller's contract; `v` is not inside the result.
+        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), self.out.add(r * self.cols + c), v.len()) };
+    }
 }
 
 /// Σ a[i]·b[i] in f32, over eight partial sums (so the compiler vectorises it).

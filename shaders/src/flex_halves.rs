@@ -129,12 +129,13 @@ pub fn fold_lanes(l: [f32; LANES]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn padded_tails<const STEP: usize>(w: &[u16], cols: usize) -> [[u16; STEP]; GROUP] {
     let full = cols / STEP * STEP;
-    std::array::from_fn(|j| {
-        let mut tail = [0u16; STEP];
-        let rest = &w[j * cols + full..(j + 1) * cols];
-        tail[..rest.len()].copy_from_slice(rest);
-        tail
-    })
+    let mut tails = [[0u16; STEP]; GROUP];
+    if full < cols {
+        for (j, tail) in tails.iter_mut().enumerate() {
+            tail[..cols - full].copy_from_slice(&w[j * cols + full..(j + 1) * cols]);
+        }
+    }
+    tails
 }
 
 #[cfg(target_arch = "x86_64")]
