@@ -16,6 +16,7 @@ use sphinx_core::vision::VisionConfig;
 use sphinx_core::tokenizer::Tokenizer;
 use sphinx_core::weights::{component, held_bytes, WeightSource};
 use sphinx_native::device::DeviceChoice;
+use sphinx_native::process::on_compute_threads;
 use sphinx_native::load::{encode_image_file, load_model, read_image_file, ModelArgs};
 use sphinx_native::model_dir::open_model_dir;
 use sphinx_native::views;
@@ -188,9 +189,9 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Generate(a) => run_generate(a),
+        Command::Generate(a) => on_compute_threads(|| run_generate(a)),
         Command::Info(a) => run_info(a),
-        Command::Bench(a) => bench::run_bench(a),
+        Command::Bench(a) => on_compute_threads(|| bench::run_bench(a)),
         Command::Tasks => {
             for (name, kind, what) in TaskKind::ALL {
                 let example = kind.build(Some("{query}"), Some([0.1, 0.2, 0.5, 0.9])).map(|t| t.instruction()).unwrap_or_default();
@@ -198,7 +199,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Chat(a) => chat::run_chat(a),
+        Command::Chat(a) => on_compute_threads(|| chat::run_chat(a)),
         Command::Mix(a) => mix::run_mix(a),
         Command::Quantize(a) => sphinx_native::quantize::run_quantize(a),
         Command::Convert(a) => convert::run_convert(a),

@@ -13,6 +13,7 @@ use sphinx_core::model::SphinxModel;
 use sphinx_core::preprocess::{DecodeOptions, PaddedSquare};
 use sphinx_core::error::SphinxError;
 use sphinx_native::device::DeviceChoice;
+use sphinx_native::process::on_compute_threads;
 use sphinx_native::load::{encode_image_bytes, load_model, ModelArgs};
 use tokio::sync::mpsc;
 
@@ -64,16 +65,19 @@ pub struct ModelCard {
 pub fn start(model: ModelArgs, device: DeviceChoice, jobs: mpsc::Receiver<Job>, metrics: Arc<Metrics>, parallel: usize) -> Result<ModelCard> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new().name("sphinx-model".into()).spawn(move || {
-        let loaded = match load_model(&model, device) {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = ready_tx.send(Err(e));
-                return;
-            }
-        };
-        let card = ModelCard { variant: loaded.llama_type().name().to_string(), context_length: loaded.config.max_seq_len, multimodal: loaded.vision.is_some(), format: loaded.llm.weight_format(), parallel };
-        let _ = ready_tx.send(Ok(card));
-        serve_jobs(&loaded, &model, jobs, &metrics, parallel);
+        // The model's work is issued from one of the threads that run it (`on_compute_threads`).
+        on_compute_threads(move || {
+            let loaded = match load_model(&model, device) {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let card = ModelCard { variant: loaded.llama_type().name().to_string(), context_length: loaded.config.max_seq_len, multimodal: loaded.vision.is_some(), format: loaded.llm.weight_format(), parallel };
+            let _ = ready_tx.send(Ok(card));
+            serve_jobs(&loaded, &model, jobs, &metrics, parallel);
+        })
     })?;
     ready_rx.recv().map_err(|_| anyhow::anyhow!("the model thread stopped while loading"))?
 }
