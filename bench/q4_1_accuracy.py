@@ -1,6 +1,7 @@
 """Does a 4-bit format with a per-block minimum (llama.cpp's q4_1, WebLLM's q4f16_1)
 answer SPHINX-Micro's held-out questions better than q4_0? (Issue 15 asks for it only if
-it measurably does.)
+it measurably does.) And what does a q4_0 output head cost against the q8_0 one
+`sphinx quantize` keeps? (Issue 15 asks to measure it.)
 
 The LLM's matrices that `sphinx quantize --to q4_0` turns into blocks (docs/design.md
 §10: the layers' and the embedding's rows of whole u32 words; the output head at q8_0)
@@ -103,11 +104,11 @@ def is_llm_matrix(name, t):
     return held and t.ndim == 2 and t.shape[1] % (2 * BLOCK) == 0
 
 
-def rounded_model(src, out, fmt):
+def rounded_model(src, out, fmt, head=q8_0):
     tensors = read_safetensors(src / "model.safetensors")
     for name, t in tensors.items():
         if is_llm_matrix(name, t):
-            tensors[name] = q8_0(t) if name.endswith("output.weight") else fmt(t)
+            tensors[name] = head(t) if name.endswith("output.weight") else fmt(t)
     out.mkdir(parents=True)
     write_safetensors(out / "model.safetensors", tensors)
     for f in ("config.json", "meta.json", "tokenizer.model"):
@@ -156,13 +157,13 @@ def main():
     items = [i for i in spec["items"] if int(Path(i["image"]).stem) < args.images_per_domain]
     with tempfile.TemporaryDirectory(prefix="sphinx-q4_1-") as tmp:
         models = {"bf16 (as stored)": src}
-        for name, fmt in (("q4_0", q4_0), ("q4_1", q4_1)):
-            models[name] = Path(tmp) / name
-            rounded_model(src, models[name], fmt)
+        for name, fmt, head in (("q4_0", q4_0, q8_0), ("q4_0, head q4_0", q4_0, q4_0), ("q4_1", q4_1, q8_0)):
+            models[name] = Path(tmp) / name.replace(", ", "-").replace(" ", "_")
+            rounded_model(src, models[name], fmt, head)
         results = {name: evaluate(args.sphinx, m, items, fix) for name, m in models.items()}
     base = results["bf16 (as stored)"][0]
     keys = sorted(next(iter(results.values()))[1])
-    print(f"SPHINX-Micro, {len(items)} held-out items; LLM matrices rounded through each format (output head q8_0), f32 kernels\n")
+    print(f"SPHINX-Micro, {len(items)} held-out items; LLM matrices rounded through each format (output head q8_0 unless named), f32 kernels\n")
     print("| model | equal to bf16 | " + " | ".join(f"{d} {k}" for d, k in keys) + " | all |")
     print("|---" * (len(keys) + 3) + "|")
     for name, (answers, right) in results.items():
