@@ -19,6 +19,8 @@ Systems (see --systems):
   llamacpp-vulkan-{f16,q4_0}            the Vulkan build, every layer offloaded (lavapipe here)
   runtime-cpu-{bf16,f16,f32,q8_0,q4_0}  `sphinx bench --device cpu` on DIR/runtime{,-f16,-f32,-q8_0,-q4_0}
                                         (the q8_0 / q4_0 directories written by `sphinx quantize`)
+  runtime-cpu-q4_0pure                  DIR/runtime-q4_0-pure: `sphinx quantize --to q4_0 --head q4_0`, every
+                                        matrix q4_0 like the gguf (runtime-cpu-q4_0 keeps its head q8_0)
   runtime-cpu-bf16act                   runtime-cpu-bf16 with --bf16-activations (activations rounded to
                                         bf16 before each product, as PyTorch's bf16 and llama.cpp do)
   runtime-wgpu-{bf16,f32,q4_0}          `sphinx bench --device wgpu`
@@ -49,7 +51,7 @@ VOCAB = 32000
 ALL_SYSTEMS = ["torch-f32", "torch-bf16",
                "llamacpp-cpu-f32", "llamacpp-cpu-f16", "llamacpp-cpu-q8_0", "llamacpp-cpu-q4_0",
                "llamacpp-vulkan-f16", "llamacpp-vulkan-q4_0",
-               "runtime-cpu-bf16", "runtime-cpu-bf16act", "runtime-cpu-f16", "runtime-cpu-f32", "runtime-cpu-q8_0", "runtime-cpu-q4_0",
+               "runtime-cpu-bf16", "runtime-cpu-bf16act", "runtime-cpu-f16", "runtime-cpu-f32", "runtime-cpu-q8_0", "runtime-cpu-q4_0", "runtime-cpu-q4_0pure",
                "runtime-wgpu-bf16", "runtime-wgpu-f32", "runtime-wgpu-q4_0"]
 
 
@@ -302,7 +304,9 @@ def system_spec(name, a):
     if name.startswith("runtime-"):
         _, dev, dt = name.split("-")
         dt = dt.removesuffix("act")  # bf16act: the bf16 weights, another flag
-        d = "runtime" if dt == "bf16" else f"runtime-{dt}"
+        pure = dt.endswith("pure")  # q4_0pure: the output head in q4_0 too, as in the gguf
+        dt = dt.removesuffix("pure")
+        d = "runtime" if dt == "bf16" else f"runtime-{dt}" + ("-pure" if pure else "")
         return "runtime-" + dev, os.path.join(w, d), dt
     raise SystemExit(f"unknown system {name}; choose from {ALL_SYSTEMS}")
 

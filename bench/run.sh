@@ -84,10 +84,12 @@ else
 fi
 [ -x "$BIN" ] || log "no runtime binary at $BIN: its rows will be reported as missing"
 # The runtime's 8- and 4-bit models: its own quantizer on the bf16 weights (the same blocks
-# gguf's quantizer writes for llama.cpp, bit for bit; the output head stays q8_0 at q4_0).
-for q in q8_0 q4_0; do
+# gguf's quantizer writes for llama.cpp, bit for bit; the output head stays q8_0 at q4_0,
+# and runtime-q4_0-pure has it in q4_0 too, as the gguf file does).
+for q in q8_0 q4_0 q4_0-pure; do
   if [ -x "$BIN" ] && [ ! -d "$WORK/weights/runtime-$q" ] && [ -d "$WORK/weights/runtime" ]; then
-    "$BIN" quantize "$WORK/weights/runtime" --to "$q" -o "$WORK/weights/runtime-$q" || log "sphinx quantize --to $q failed"
+    "$BIN" quantize "$WORK/weights/runtime" --to "${q%-pure}" --head "$( [ "$q" = q4_0-pure ] && echo q4_0 || echo q8_0 )" \
+      -o "$WORK/weights/runtime-$q" || log "sphinx quantize --to $q failed"
   fi
 done
 

@@ -548,11 +548,18 @@ fn quantize_writes_blocks_that_load_natively_and_for_the_web() {
     let info = sphinx(&["info", "--model", enc16.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&info.stdout).contains("F16"), "{}", String::from_utf8_lossy(&info.stdout));
     assert!(ground(enc16.to_str().unwrap()).contains('['));
+    // The output head in q4_0 too, when asked (llama.cpp's --pure): no q8_0 matrix left.
+    let pure = tmp.join("pure");
+    let o = sphinx(&["quantize", model, "--to", "q4_0", "--head", "q4_0", "-o", pure.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(q8_count(&String::from_utf8_lossy(&o.stderr)), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(q8_count(&String::from_utf8_lossy(&sphinx(&["quantize", model, "--to", "q4_0", "-o", tmp.join("q4-default").to_str().unwrap()]).stderr)), Some(1), "the head stays q8_0 by default");
+    assert!(ground(pure.to_str().unwrap()).contains('['));
     // Mixing while loading refuses quantized inputs.
     let q8 = tmp.join("q8_0");
     let mix = sphinx(&["generate", "--model", q8.to_str().unwrap(), "--mix-with", q8.to_str().unwrap(), "--prompt", "hi", "--device", "cpu"]);
     assert!(String::from_utf8_lossy(&mix.stderr).contains("then quantize"), "{}", String::from_utf8_lossy(&mix.stderr));
     let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    assert_eq!(left.len(), 6, "the outputs and nothing else: {left:?}");
+    assert_eq!(left.len(), 8, "the outputs and nothing else: {left:?}");
     let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -142,7 +142,7 @@ fn batched_decoding_gives_each_sequence_its_answer_alone() {
     check("tiny-mixtral-mp2 [cpu]", &model, &text_requests(&model));
 
     let out = std::env::temp_dir().join(format!("sphinx-batch-q4_0-{}", std::process::id()));
-    quantize_model_dir(&model_dir("tiny-llama-gqa"), BlockFormat::Q4_0, EncoderWeights::Keep, &out).expect("quantizes");
+    quantize_model_dir(&model_dir("tiny-llama-gqa"), BlockFormat::Q4_0, BlockFormat::Q8_0, EncoderWeights::Keep, &out).expect("quantizes");
     let model = load_model_as(&out, &cpu, WeightDtype::Auto);
     check("tiny-llama-gqa q4_0 [cpu]", &model, &text_requests(&model));
     check_logits("tiny-llama-gqa q4_0 [cpu]", &model);

@@ -143,7 +143,7 @@ fn micro_model_quantized_keeps_its_answers() {
         };
         let label = format!("cpu {}{encoders_name}", format.name());
         let out = std::env::temp_dir().join(format!("sphinx-micro-{}{}-{}", format.name(), encoders_name.replace([',', ' '], ""), std::process::id()));
-        quantize_model_dir(&dir, format, encoders, &out).expect("quantizes");
+        quantize_model_dir(&dir, format, BlockFormat::Q8_0, encoders, &out).expect("quantizes");
         let model = load_model_as(&out, &device, WeightDtype::Auto);
         std::fs::remove_dir_all(&out).expect("the directory this test wrote");
         let e = evaluate(&label, &model, &fix, &items);

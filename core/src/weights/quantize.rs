@@ -28,21 +28,22 @@ pub enum Stored {
 }
 
 /// What the checkpoint tensor `name` becomes when a model is quantized to `to` (its
-/// encoders as `encoders` says). Quantized: the matrices that `Matrix` loads
-/// ([`is_held_matrix`]) whose rows are an even number of blocks — the LLM's (attention
-/// and FFN projections, MoE gate, token embedding), with the output head at most at q8_0,
-/// since its errors go straight into the logits (llama.cpp keeps it at 6 bits or more in
-/// its mixed formats too), and, when `encoders` says so, the visual encoders' dense layers
+/// output head to `head`, its encoders as `encoders` says). Quantized: the matrices that
+/// `Matrix` loads ([`is_held_matrix`]) whose rows are an even number of blocks — the LLM's
+/// (attention and FFN projections, MoE gate, token embedding), with the output head in
+/// `head`, q8_0 unless the user asks for q4_0, since its errors go straight into the
+/// logits (llama.cpp keeps it at 6 bits or more in its mixed formats too; `--pure` and
+/// `--output-tensor-type` change that), and, when `encoders` says so, the visual encoders' dense layers
 /// (to f16: all of them, whatever their width). Kept: norms, biases, rotary tables,
 /// convolutions, embeddings of the encoders and the projections into the LLM.
-pub fn stored_form(name: &str, info: &TensorInfo, to: BlockFormat, encoders: EncoderWeights) -> Stored {
+pub fn stored_form(name: &str, info: &TensorInfo, to: BlockFormat, head: BlockFormat, encoders: EncoderWeights) -> Stored {
     if !info.dtype.is_float() || !is_held_matrix(name, info.shape.len()) {
         return Stored::Kept;
     }
     let blocks = info.shape.len() == 2 && sphinx_shaders::rows_of_whole_words(info.shape[1]);
     match (component(name), encoders) {
         ("llm", _) if !blocks => Stored::Kept,
-        ("llm", _) if name.strip_prefix("llma.").unwrap_or(name) == "output.weight" => Stored::Blocks(BlockFormat::Q8_0),
+        ("llm", _) if name.strip_prefix("llma.").unwrap_or(name) == "output.weight" => Stored::Blocks(head),
         ("llm", _) => Stored::Blocks(to),
         (_, EncoderWeights::Blocks(format)) if blocks => Stored::Blocks(format),
         (_, EncoderWeights::F16) if info.dtype != DType::F16 => Stored::F16,
