@@ -119,12 +119,34 @@ fn reciprocal(d: f32) -> f32 {
 }
 
 fn quantize_q8_0(block: &[f32], out: &mut Vec<u8>) {
-    let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let mut quants = [0i8; BLOCK];
+    let d = q8_0_block(block, &mut quants);
+    out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+    out.extend(quants.iter().map(|&q| q as u8));
+}
+
+/// One block of 32 values as q8_0, as llama.cpp's `quantize_row_q8_0_ref` does: the
+/// scale `d = max |v| / 127` (returned in f32; stored as f16) and each quant
+/// `roundf(v / d)` into `quants`.
+pub(crate) fn q8_0_block(block: &[f32], quants: &mut [i8; BLOCK]) -> f32 {
+    // `>` skips NaN, as `f32::max` does.
+    let amax = block.iter().fold(0f32, |m, &v| if v.abs() > m { v.abs() } else { m });
     let d = amax / 127.0;
     let id = reciprocal(d);
-    out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
-    // `f32::round` rounds halves away from zero, as C's roundf does.
-    out.extend(block.iter().map(|&v| (v * id).round() as i8 as u8));
+    for (q, &v) in quants.iter_mut().zip(block) {
+        *q = round_half_away(v * id) as i8;
+    }
+    d
+}
+
+/// C's `roundf` (halves away from zero) for |y| < 2²³, as the quants' |v / d| ≤ 127 are,
+/// without a library call, so that the loop vectorises: the integer part (truncated
+/// toward zero), plus or minus one where the fraction, exact in f32, reaches ±0.5. NaN
+/// gives 0, as `NaN as i8` does.
+fn round_half_away(y: f32) -> i32 {
+    let t = y as i32;
+    let fraction = y - t as f32;
+    t + i32::from(fraction >= 0.5) - i32::from(fraction <= -0.5)
 }
 
 fn quantize_q4_0(block: &[f32], out: &mut Vec<u8>) {
@@ -210,6 +232,21 @@ impl BlockMatrix {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `round_half_away` is `f32::round` (C's `roundf`) on the range of quants: every
+    /// multiple of 1/8 in ±130 and its neighbours one ulp either side, and NaN.
+    #[test]
+    fn rounding_without_a_library_call_is_roundf() {
+        for k in -1040..=1040 {
+            let y = k as f32 / 8.0;
+            for v in [y, f32::from_bits(y.to_bits().wrapping_add(1)), f32::from_bits(y.to_bits().wrapping_sub(1)), -y] {
+                if v.is_finite() {
+                    assert_eq!(round_half_away(v), v.round() as i32, "{v}");
+                }
+            }
+        }
+        assert_eq!(round_half_away(f32::NAN) as i8, f32::NAN.round() as i8);
+    }
 
     #[test]
     fn q8_0_rounds_halves_away_from_zero_and_keeps_zero_blocks() {

@@ -6,7 +6,7 @@
 
 use half::f16;
 
-use crate::blocks::{BlockFormat, BLOCK};
+use crate::blocks::{q8_0_block, BlockFormat, BLOCK};
 
 /// One row of x rounded to q8_0 blocks (`BlockFormat::Q8_0.quantize`): its quants and,
 /// per block, its scale widened to f32 and the sum of its quants.
@@ -18,16 +18,19 @@ pub(crate) struct RoundedRow {
 }
 
 impl RoundedRow {
-    /// `x` (a whole number of blocks) rounded to q8_0.
+    /// `x` (a whole number of blocks) rounded to q8_0, block by block as
+    /// `BlockFormat::Q8_0.quantize` writes them (the scale through f16).
     pub(crate) fn new(x: &[f32]) -> Self {
-        let mut bytes = Vec::with_capacity(x.len() / BLOCK * BlockFormat::Q8_0.block_bytes());
-        BlockFormat::Q8_0.quantize(x, &mut bytes);
-        let blocks = bytes.chunks_exact(BlockFormat::Q8_0.block_bytes());
-        Self {
-            scales: blocks.clone().map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            sums: blocks.clone().map(|b| b[2..].iter().map(|&q| i32::from(q as i8)).sum()).collect(),
-            quants: blocks.flat_map(|b| b[2..].iter().map(|&q| q as i8)).collect(),
+        assert_eq!(x.len() % BLOCK, 0, "q8_0 rounds whole blocks of {BLOCK} values");
+        let blocks = x.len() / BLOCK;
+        let mut row = Self { quants: vec![0; x.len()], scales: Vec::with_capacity(blocks), sums: Vec::with_capacity(blocks) };
+        for (block, quants) in x.chunks_exact(BLOCK).zip(row.quants.chunks_exact_mut(BLOCK)) {
+            let quants: &mut [i8; BLOCK] = quants.try_into().expect("whole blocks");
+            let d = q8_0_block(block, quants);
+            row.scales.push(f16::from_f32(d).to_f32());
+            row.sums.push(quants.iter().map(|&q| i32::from(q)).sum());
         }
+        row
     }
 }
 
@@ -141,6 +144,23 @@ mod tests {
         move || {
             s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             s >> 33
+        }
+    }
+
+    /// x rounded for the products is, bit for bit, x written as q8_0 blocks.
+    #[test]
+    fn rounded_rows_are_the_q8_0_blocks() {
+        let mut next = lcg(5);
+        // Random values with halves among them (v / d lands on k + 0.5 when v = (k + 0.5) · d).
+        let x: Vec<f32> = (0..64 * BLOCK).map(|i| if i % 7 == 0 { (next() % 255) as f32 / 2.0 - 63.5 } else { (next() % 20_001) as f32 / 1e4 - 1.0 }).collect();
+        let rounded = RoundedRow::new(&x);
+        let mut bytes = Vec::new();
+        BlockFormat::Q8_0.quantize(&x, &mut bytes);
+        for (k, block) in bytes.chunks_exact(BlockFormat::Q8_0.block_bytes()).enumerate() {
+            assert_eq!(rounded.scales[k], f16::from_le_bytes([block[0], block[1]]).to_f32(), "block {k}");
+            let quants: Vec<i8> = block[2..].iter().map(|&q| q as i8).collect();
+            assert_eq!(&rounded.quants[k * BLOCK..(k + 1) * BLOCK], &quants[..], "block {k}");
+            assert_eq!(rounded.sums[k], quants.iter().map(|&q| i32::from(q)).sum::<i32>(), "block {k}");
         }
     }
 
