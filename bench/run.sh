@@ -87,9 +87,11 @@ fi
 # gguf's quantizer writes for llama.cpp, bit for bit; the output head stays q8_0 at q4_0,
 # and runtime-q4_0-pure has it in q4_0 too, as the gguf file does).
 for q in q8_0 q4_0 q4_0-pure; do
+  head=q8_0
+  [ "$q" = q4_0-pure ] && head=q4_0
   if [ -x "$BIN" ] && [ ! -d "$WORK/weights/runtime-$q" ] && [ -d "$WORK/weights/runtime" ]; then
-    "$BIN" quantize "$WORK/weights/runtime" --to "${q%-pure}" --head "$( [ "$q" = q4_0-pure ] && echo q4_0 || echo q8_0 )" \
-      -o "$WORK/weights/runtime-$q" || log "sphinx quantize --to $q failed"
+    "$BIN" quantize "$WORK/weights/runtime" --to "${q%-pure}" --head "$head" -o "$WORK/weights/runtime-$q" \
+      || log "sphinx quantize --to $q failed"
   fi
 done
 

@@ -1,6 +1,7 @@
-//! [`SphinxOps`] on Burn's CPU backend: rayon over output rows (on the calling thread
-//! in the browser), halves widened a row at a time, dot products in f32 with AVX2/FMA
-//! where the CPU has them; blocks dotted in integers against x rounded to 8 bits.
+//! [`SphinxOps`] on Burn's CPU backend: rayon over output columns (on the calling thread
+//! in the browser); halves widened in registers and multiplied with f32 x by fused
+//! multiply-adds (`flex_halves.rs`; bf16 with x rounded to bf16: `flex_bf16.rs`); blocks
+//! dotted in integers against x rounded to 8 bits (`flex_blocks.rs`, `flex_groups.rs`).
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;

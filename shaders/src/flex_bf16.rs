@@ -66,7 +66,6 @@ pub fn dot_rows<const N: usize>(x: &Bf16Rows, w: &[u16], out: &mut [[f32; N]]) {
     by_tiles(out, |rows, g, tile| dot_group(x, rows, &w[g * GROUP * x.cols..(g + 1) * GROUP * x.cols], tile));
 }
 
-
 /// `out[i][j] = x_{rows.start + i} · w_j` for at most [`TILE`] rows of x and the
 /// [`GROUP`] rows of `w`, by the fastest path the CPU has.
 fn dot_group(x: &Bf16Rows, rows: std::ops::Range<usize>, w: &[u16], out: &mut [[f32; GROUP]]) {

@@ -18,26 +18,30 @@ pub const GROUP: usize = 4;
 /// per step; also `flex_bf16.rs`'s).
 pub(crate) const TILE: usize = 4;
 
-/// Rows of x padded with zeros to whole steps (so the kernels load whole registers).
-pub struct PaddedRows {
-    values: Vec<f32>, // [rows, stride]
+/// Rows of x padded with zeros to whole steps (so the kernels load whole registers): x
+/// itself when its rows are whole steps already (every matrix of the LLM), else a copy.
+pub struct PaddedRows<'a> {
+    values: std::borrow::Cow<'a, [f32]>, // [rows, stride]
     rows: usize,
     stride: usize,
     cols: usize,
 }
 
-impl PaddedRows {
+impl<'a> PaddedRows<'a> {
     /// x [rows, cols] row-major.
-    pub fn new(x: &[f32], [rows, cols]: [usize; 2]) -> Self {
+    pub fn new(x: &'a [f32], [rows, cols]: [usize; 2]) -> Self {
         assert_eq!(Some(x.len()), rows.checked_mul(cols), "PaddedRows: {} values for [{rows}, {cols}]", x.len());
         let stride = cols.div_ceil(LANES) * LANES;
+        if stride == cols {
+            return Self { values: x.into(), rows, stride, cols };
+        }
         let mut values = vec![0f32; rows * stride];
         if cols > 0 {
             for (dst, src) in values.chunks_exact_mut(stride).zip(x.chunks_exact(cols)) {
                 dst[..cols].copy_from_slice(src);
             }
         }
-        Self { values, rows, stride, cols }
+        Self { values: values.into(), rows, stride, cols }
     }
 
     pub fn rows(&self) -> usize {
