@@ -7,7 +7,7 @@
 
 use cubecl::prelude::*;
 
-use crate::kernels::{global_index, half_to_f32, row_or_last, write_tile, zeros};
+use crate::kernels::{global_index, high_half_to_f32, low_half_to_f32, row_or_last, write_tile, zeros};
 
 /// Words of quants in one block: 16 bytes in q4_0, 32 in q8_0. A pair of blocks is
 /// `2 · quant_words + 1` words (two 2-byte scales fill the odd one).
@@ -15,28 +15,29 @@ const fn quant_words(q4: bool) -> usize {
     if q4 { 4 } else { 8 }
 }
 
-/// Byte `i` (0..4) of word `q`.
+/// Field `k` of `bits`-bit fields (bits `k·bits ..`) of `word`, moved to the top of the
+/// word by a multiplication, masked, and read as a signed (two's complement) number
+/// times 2^(32 − bits): exact in f32. No shifts: SwiftShader's JIT splits a shift by a
+/// constant into per-lane scalar code, where multiplications, masks and i32 conversions
+/// stay 4-wide (docs/design.md §9, "Kernels for SwiftShader").
 #[cube]
-fn byte_of(q: u32, #[comptime] i: usize) -> u32 {
-    (q >> comptime!((i * 8) as u32)) & 0xFFu32
+fn field_at_top(word: u32, #[comptime] k: usize, #[comptime] bits: usize) -> f32 {
+    let top_shift = comptime!(32 - bits - k * bits);
+    let mask = comptime!(((1u64 << bits) - 1) << (32 - bits)) as u32;
+    let at_top = if comptime!(top_shift == 0) { word } else { word * comptime!(1u32 << top_shift) };
+    f32::cast_from(i32::cast_from(at_top & mask))
 }
 
-/// A q4_0 byte's low value (its value `j`; the high nibble is value `j + 16`), minus 8.
-#[cube]
-fn low_nibble(b: u32) -> f32 {
-    f32::cast_from(b & 0xFu32) - 8.0f32
-}
+/// q4_0 nibbles `n` (0..15) flipped to `n ^ 8`, whose two's complement reading is `n − 8`
+/// (the value the nibble stands for) as [`field_at_top`] reads it.
+const Q4_FLIP: u32 = 0x8888_8888;
 
-/// A q4_0 byte's high value, minus 8.
+/// 2^(bits − 32), undoing [`field_at_top`]'s scale when multiplied into x: q4_0's 2⁻²⁸,
+/// q8_0's 2⁻²⁴. A product `(x · 2⁻²⁸) · (v · 2²⁸)` rounds exactly as `x · v` (powers of two;
+/// |x| above 2⁻⁹⁸).
 #[cube]
-fn high_nibble(b: u32) -> f32 {
-    f32::cast_from(b >> 4u32) - 8.0f32
-}
-
-/// A q8_0 byte as the signed value it holds.
-#[cube]
-fn signed_byte(b: u32) -> f32 {
-    f32::cast_from(b) - select(b > 127u32, 256.0f32, 0.0f32)
+fn field_unscale(#[comptime] q4: bool) -> f32 {
+    f32::reinterpret(comptime!(if q4 { 0x3180_0000u32 } else { 0x3380_0000u32 }))
 }
 
 /// Where x's values for one unit's rows start: row `first + i` of x (or its last row,
@@ -56,36 +57,42 @@ impl XRows {
     }
 }
 
-/// `s[i·outputs + u]` plus row i of x times the values of word `q[u]` of quant bytes,
-/// for each of the unit's `rows` rows of x and `outputs` rows of W: byte `b` holds value
-/// `j = b` (q8_0: signed) or values `j = b` (low nibble) and `j = b + 16` (high nibble;
-/// q4_0, both minus 8), x's value `j` at `xj + j` of its row. Each value of x is loaded
-/// once for all the outputs, each quant taken out of its word once for all the rows.
+/// `s[i·outputs + u]` plus row i of x times the values of one word of quant bytes per
+/// output u, for each of the unit's `rows` rows of x and `outputs` rows of W: the word is
+/// bytes `skip..skip + 4` of the pair `lo[u]`, `hi[u]` (q4_0 words flipped by [`Q4_FLIP`]);
+/// its byte `b` holds value `j = b` (q8_0: signed) or values `j = b` (low nibble) and
+/// `j = b + 16` (high nibble; q4_0, both minus 8), x's value `j` at `xj + j` of its row.
+/// Each value of x is loaded (and scaled by [`field_unscale`]) once for all the outputs,
+/// each quant taken out of its word once for all the rows.
 #[cube]
-fn word_dots(x: &Tensor<f32>, xr: &XRows, xj: usize, q: &Array<u32>, s: &mut Array<f32>, #[comptime] q4: bool, #[comptime] outputs: usize, #[comptime] rows: usize) {
+#[allow(clippy::too_many_arguments)]
+fn word_dots(x: &Tensor<f32>, xr: &XRows, xj: usize, lo: &Array<u32>, hi: &Array<u32>, s: &mut Array<f32>, #[comptime] skip: usize, #[comptime] q4: bool, #[comptime] outputs: usize, #[comptime] rows: usize) {
+    let unscale = field_unscale(q4);
     let mut low = Array::<f32>::new(rows);
     let mut high = Array::<f32>::new(rows);
     #[unroll]
     for b in 0..4usize {
         #[unroll]
         for i in 0..rows {
-            low[i] = x[xr.at(i, xj + b)];
+            low[i] = x[xr.at(i, xj + b)] * unscale;
             if comptime!(q4) {
-                high[i] = x[xr.at(i, xj + b + 16)];
+                high[i] = x[xr.at(i, xj + b + 16)] * unscale;
             }
         }
+        // Byte b of the word is byte `at` of lo (or, past its end, of hi).
+        let at = comptime!((b + skip) % 4);
         #[unroll]
         for u in 0..outputs {
-            let byte = byte_of(q[u], b);
+            let word = if comptime!(b + skip < 4) { lo[u] } else { hi[u] };
             if comptime!(q4) {
-                let (lv, hv) = (low_nibble(byte), high_nibble(byte));
+                let (lv, hv) = (field_at_top(word, comptime!(2 * at), 4usize), field_at_top(word, comptime!(2 * at + 1), 4usize));
                 #[unroll]
                 for i in 0..rows {
                     s[i * outputs + u] += low[i] * lv;
                     s[i * outputs + u] += high[i] * hv;
                 }
             } else {
-                let v = signed_byte(byte);
+                let v = field_at_top(word, at, 8usize);
                 #[unroll]
                 for i in 0..rows {
                     s[i * outputs + u] += low[i] * v;
@@ -103,6 +110,7 @@ fn word_dots(x: &Tensor<f32>, xr: &XRows, xj: usize, q: &Array<u32>, s: &mut Arr
 /// Every word is loaded once: the first block's quants straddle words (they start at
 /// byte 2), the second's are whole.
 #[cube]
+#[allow(clippy::too_many_arguments)]
 fn block_pair_dots(
     x: &Tensor<f32>,
     xr: &XRows,
@@ -116,44 +124,45 @@ fn block_pair_dots(
     #[comptime] rows: usize,
 ) {
     let n = comptime!(quant_words(q4));
-    let mut first = Array::<u32>::new(outputs);
-    let mut prev = Array::<u32>::new(outputs);
-    let mut q = Array::<u32>::new(outputs);
+    let flip = comptime!(if q4 { Q4_FLIP } else { 0u32 });
+    let mut scales = Array::<u32>::new(outputs);
+    let mut lo = Array::<u32>::new(outputs);
+    let mut hi = Array::<u32>::new(outputs);
     let mut s = zeros(comptime!(rows * outputs));
     #[unroll]
     for u in 0..outputs {
-        first[u] = w[base + u * words];
-        prev[u] = first[u];
+        scales[u] = w[base + u * words];
+        hi[u] = scales[u] ^ flip;
     }
     for m in 0..n {
         #[unroll]
         for u in 0..outputs {
-            let next = w[base + u * words + 1 + m];
-            q[u] = (prev[u] >> 16u32) | (next << 16u32);
-            prev[u] = next;
+            lo[u] = hi[u];
+            hi[u] = w[base + u * words + 1 + m] ^ flip;
         }
-        word_dots(x, xr, xb + 4 * m, &q, &mut s, q4, outputs, rows);
+        word_dots(x, xr, xb + 4 * m, &lo, &hi, &mut s, 2usize, q4, outputs, rows);
     }
     #[unroll]
     for u in 0..outputs {
-        let d = half_to_f32(first[u] & 0xFFFFu32, false);
+        let d = low_half_to_f32(scales[u], false);
+        // `hi[u]` is word n of the pair (flipped back): its high half is the second block's scale.
+        scales[u] = hi[u] ^ flip;
         #[unroll]
         for i in 0..rows {
             acc[i * outputs + u] += s[i * outputs + u] * d;
             s[i * outputs + u] = 0.0f32;
         }
     }
-    // `prev[u]` is word n of the pair: its high half is the second block's scale.
     for m in 0..n {
         #[unroll]
         for u in 0..outputs {
-            q[u] = w[base + u * words + n + 1 + m];
+            hi[u] = w[base + u * words + n + 1 + m] ^ flip;
         }
-        word_dots(x, xr, xb + 32 + 4 * m, &q, &mut s, q4, outputs, rows);
+        word_dots(x, xr, xb + 32 + 4 * m, &hi, &hi, &mut s, 0usize, q4, outputs, rows);
     }
     #[unroll]
     for u in 0..outputs {
-        let d = half_to_f32(prev[u] >> 16u32, false);
+        let d = high_half_to_f32(scales[u], false);
         #[unroll]
         for i in 0..rows {
             acc[i * outputs + u] += s[i * outputs + u] * d;
@@ -194,19 +203,23 @@ fn blocks_tile(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f32>, o: usize
     write_tile(out, &acc, o, r, n_rows, outputs, rows);
 }
 
-/// The values of word `q` of a block's quant bytes (the block's scale `d`) into
-/// `out[oj..]`, as [`word_dots`] reads them: byte `i` gives value `i` (q8_0, signed), or
-/// values `i` (low nibble) and `i + 16` (high nibble; q4_0, both minus 8).
+/// The values of one word of a block's quant bytes (the block's scale `d`) into
+/// `out[oj..]`, the word taken as [`word_dots`] takes it (bytes `skip..skip + 4` of `lo`,
+/// `hi`, q4_0 flipped): byte `b` gives value `b` (q8_0, signed), or values `b` (low
+/// nibble) and `b + 16` (high nibble; q4_0, both minus 8).
 #[cube]
-fn word_values(q: u32, d: f32, out: &mut Tensor<f32>, oj: usize, #[comptime] q4: bool) {
+#[allow(clippy::too_many_arguments)]
+fn word_values(lo: u32, hi: u32, d: f32, out: &mut Tensor<f32>, oj: usize, #[comptime] skip: usize, #[comptime] q4: bool) {
+    let unscale = field_unscale(q4);
     #[unroll]
-    for i in 0..4usize {
-        let b = byte_of(q, i);
+    for b in 0..4usize {
+        let at = comptime!((b + skip) % 4);
+        let word = if comptime!(b + skip < 4) { lo } else { hi };
         if comptime!(q4) {
-            out[oj + i] = low_nibble(b) * d;
-            out[oj + i + 16] = high_nibble(b) * d;
+            out[oj + b] = field_at_top(word, comptime!(2 * at), 4usize) * unscale * d;
+            out[oj + b + 16] = field_at_top(word, comptime!(2 * at + 1), 4usize) * unscale * d;
         } else {
-            out[oj + i] = signed_byte(b) * d;
+            out[oj + b] = field_at_top(word, at, 8usize) * unscale * d;
         }
     }
 }
@@ -218,6 +231,7 @@ fn word_values(q: u32, d: f32, out: &mut Tensor<f32>, oj: usize, #[comptime] q4:
 pub fn dequantize_blocks_kernel(w: &Tensor<u32>, out: &mut Tensor<f32>, #[comptime] q4: bool) {
     let words = w.shape(1);
     let n = comptime!(quant_words(q4));
+    let flip = comptime!(if q4 { Q4_FLIP } else { 0u32 });
     let pair_words = comptime!(2 * n + 1);
     let per_row = words / pair_words;
     let i = global_index();
@@ -226,19 +240,20 @@ pub fn dequantize_blocks_kernel(w: &Tensor<u32>, out: &mut Tensor<f32>, #[compti
         // Pair i's values are out[64·i ..]: rows of out are `per_row` pairs long.
         let o = i * 64;
         let first = w[base];
-        let d = half_to_f32(first & 0xFFFFu32, false);
-        let mut prev = first;
+        let d = low_half_to_f32(first, false);
+        let mut prev = first ^ flip;
         #[unroll]
         for m in 0..n {
-            let next = w[base + 1 + m];
-            word_values((prev >> 16u32) | (next << 16u32), d, out, o + 4 * m, q4);
+            let next = w[base + 1 + m] ^ flip;
+            word_values(prev, next, d, out, o + 4 * m, 2usize, q4);
             prev = next;
         }
-        // `prev` is word n: its high half is the second block's scale.
-        let d2 = half_to_f32(prev >> 16u32, false);
+        // `prev` is word n (flipped back): its high half is the second block's scale.
+        let d2 = high_half_to_f32(prev ^ flip, false);
         #[unroll]
         for m in 0..n {
-            word_values(w[base + n + 1 + m], d2, out, o + 32 + 4 * m, q4);
+            let word = w[base + n + 1 + m] ^ flip;
+            word_values(word, word, d2, out, o + 32 + 4 * m, 0usize, q4);
         }
     }
 }

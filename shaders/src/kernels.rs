@@ -4,23 +4,39 @@
 
 use cubecl::prelude::*;
 
-/// The f32 value of a 16-bit pattern (in the low 16 bits of `bits`), with integer
-/// operations only. bf16 is the top half of an f32. f16: normal numbers move their
+/// The f32 value of the 16-bit pattern in the high half of `word`, with integer and
+/// conversion operations only and no shifts: SwiftShader's JIT (Subzero, Chromium's
+/// WebGPU without a GPU) splits a shift by a constant into per-lane scalar code, while
+/// multiplications, masks and i32 conversions stay 4-wide (docs/design.md §9, "Kernels
+/// for SwiftShader"). bf16 is the top half of an f32. f16: normal numbers move their
 /// exponent from bias 15 to bias 127 (+112 << 23 = 0x3800_0000 after the 13-bit shift);
 /// subnormals (exponent 0) are `mantissa · 2⁻²⁴`; infinities and NaN (exponent 31)
 /// keep exponent 255.
 #[cube]
-pub fn half_to_f32(bits: u32, #[comptime] bf16: bool) -> f32 {
-    if comptime!(bf16) { f32::reinterpret(bits << 16u32) } else { f16_to_f32(bits) }
+pub fn high_half_to_f32(word: u32, #[comptime] bf16: bool) -> f32 {
+    if comptime!(bf16) { f32::reinterpret(word & 0xFFFF_0000u32) } else { f16_to_f32(word & 0x8000_0000u32, exp_mant_of_high(word)) }
 }
 
+/// [`high_half_to_f32`] of the low half of `word` (moved up by a multiplication).
 #[cube]
-fn f16_to_f32(bits: u32) -> f32 {
-    let sign = (bits & 0x8000u32) << 16u32;
-    let exp_mant = bits & 0x7FFFu32;
-    let normal = f32::reinterpret(sign | ((exp_mant << 13u32) + 0x3800_0000u32));
-    let special = f32::reinterpret(sign | 0x7F80_0000u32 | ((exp_mant & 0x3FFu32) << 13u32));
-    let tiny = f32::cast_from(exp_mant) * 5.960_464_5e-8f32;
+pub fn low_half_to_f32(word: u32, #[comptime] bf16: bool) -> f32 {
+    high_half_to_f32(word * 0x1_0000u32, bf16)
+}
+
+/// Bits 16..31 of `word` (an f16's exponent and mantissa) as 0..0x7FFF, through f32:
+/// `(word & 0x7FFF_0000)` is a multiple of 2¹⁶ below 2³¹, exact in f32 and as an i32.
+#[cube]
+fn exp_mant_of_high(word: u32) -> u32 {
+    let scaled = f32::cast_from(i32::cast_from(word & 0x7FFF_0000u32));
+    u32::cast_from(i32::cast_from(scaled * f32::reinterpret(0x3780_0000u32))) // × 2⁻¹⁶
+}
+
+/// An f16 of sign bit `sign` (at bit 31) and exponent-and-mantissa `exp_mant` (0..0x7FFF).
+#[cube]
+fn f16_to_f32(sign: u32, exp_mant: u32) -> f32 {
+    let normal = f32::reinterpret(sign | (exp_mant * 0x2000u32 + 0x3800_0000u32));
+    let special = f32::reinterpret(sign | 0x7F80_0000u32 | ((exp_mant & 0x3FFu32) * 0x2000u32));
+    let tiny = f32::cast_from(i32::cast_from(exp_mant)) * 5.960_464_5e-8f32;
     let subnormal = select(sign != 0u32, -tiny, tiny);
     select(exp_mant < 0x400u32, subnormal, select(exp_mant >= 0x7C00u32, special, normal))
 }
@@ -103,8 +119,8 @@ fn packed_tile(x: &Tensor<f32>, w: &Tensor<u32>, out: &mut Tensor<f32>, o: usize
         #[unroll]
         for u in 0..outputs {
             let word = w[w_row + u * words + c];
-            let low = half_to_f32(word & 0xFFFFu32, bf16);
-            let high = half_to_f32(word >> 16u32, bf16);
+            let low = low_half_to_f32(word, bf16);
+            let high = high_half_to_f32(word, bf16);
             #[unroll]
             for i in 0..rows {
                 acc[i * outputs + u] += even[i] * low;
@@ -150,8 +166,8 @@ pub fn unpack_halves_kernel(w: &Tensor<u32>, out: &mut Tensor<f32>, #[comptime] 
     let i = cube * CUBE_DIM as usize + UNIT_POS as usize;
     if i < w.len() {
         let word = w[i];
-        out[2 * i] = half_to_f32(word & 0xFFFFu32, bf16);
-        out[2 * i + 1] = half_to_f32(word >> 16u32, bf16);
+        out[2 * i] = low_half_to_f32(word, bf16);
+        out[2 * i + 1] = high_half_to_f32(word, bf16);
     }
 }
 
