@@ -11,6 +11,7 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::blocks::BlockFormat;
+use crate::flex_attention;
 use crate::flex_bf16::{self, Bf16Rows};
 use crate::flex_blocks::{dot_blocks, RoundedRow};
 use crate::flex_groups::dot_group;
@@ -176,28 +177,17 @@ impl SphinxOps for Flex {
         let [groups, rows, hd] = [q.layout().shape()[0], q.layout().shape()[1], q.layout().shape()[2]];
         let capacity = k.layout().shape()[1];
         let mut out = vec![0f32; groups * rows * hd];
-        // One task per query row: its scores, softmax and weighted sum of values.
-        out.par_chunks_mut(hd.max(1)).enumerate().for_each_init(Vec::new, |scores: &mut Vec<f32>, (row, o)| {
-            let (group, r) = (row / rows, row % rows);
-            let n_keys = keys.min(start + r % seq + 1);
-            let query = &qs[row * hd..(row + 1) * hd];
-            let kv = &ks[group * capacity * hd..];
-            scores.clear();
-            scores.extend((0..n_keys).map(|j| dot(query, &kv[j * hd..(j + 1) * hd]) * scale));
-            let top = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut total = 0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - top).exp();
-                total += *s;
-            }
-            let values = &vs[group * capacity * hd..];
-            o.fill(0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                for (o, &x) in o.iter_mut().zip(&values[j * hd..(j + 1) * hd]) {
-                    *o += p * x;
-                }
-            }
-            o.iter_mut().for_each(|o| *o /= total);
+        // One task per tile of a group's query rows (which share its keys and values):
+        // their scores, softmaxes and weighted sums of values.
+        let tile = flex_attention::MAX_ROWS;
+        out.par_chunks_mut((rows * hd).max(1)).enumerate().for_each(|(group, out)| {
+            let (kv, values) = (&ks[group * capacity * hd..], &vs[group * capacity * hd..]);
+            out.par_chunks_mut((tile * hd).max(1)).enumerate().for_each_init(Vec::new, |scores: &mut Vec<f32>, (t, o)| {
+                let first = t * tile;
+                let n_keys: Vec<usize> = (first..first + o.len() / hd.max(1)).map(|r| keys.min(start + r % seq + 1)).collect();
+                let queries = &qs[(group * rows + first) * hd..][..o.len()];
+                flex_attention::attend_rows(queries, &n_keys, kv, values, scale, scores, o);
+            });
         });
         FlexTensor::from_data(TensorData::new(out, [groups, rows, hd]))
     }
@@ -352,7 +342,7 @@ impl DisjointColumns {
 }
 
 /// Σ a[i]·b[i] in f32, over eight partial sums (so the compiler vectorises it).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the features `dot_avx2` is compiled for.

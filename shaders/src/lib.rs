@@ -23,6 +23,7 @@ mod block_kernels;
 mod blocks;
 mod cube;
 mod flex;
+mod flex_attention;
 mod flex_bf16;
 mod flex_halves;
 mod flex_blocks;
