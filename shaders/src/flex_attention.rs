@@ -8,8 +8,9 @@
 //! `(Σ_j p_j · v_j) / Σ_j p_j` with each value's `o + p · x` a multiply then an add, keys
 //! in order. With AVX-512 the same operations run with the rows' queries held in
 //! registers, each key and value loaded once for all the rows of the tile (grouped-query
-//! heads share them), the rows' lane sums side by side, and the outputs summed in
-//! registers: the same bits (docs/design.md §9, "Attention on the CPU").
+//! heads share them), sixteen keys' lanes transposed so that each lane's additions are
+//! one vector addition for the sixteen, and the outputs summed in registers: the same
+//! bits (docs/design.md §9, "Attention on the CPU").
 
 /// Rows of a tile: `out` [rows, hd] = the attention of `queries` [rows, hd] (row `i` over
 /// the first `n_keys[i]` rows of `keys` and `values`, rows of hd), scores scaled by
@@ -109,6 +110,34 @@ mod avx512 {
         }
     }
 
+    /// The 16 × 16 matrix of `rows` transposed: lane k of result l is lane l of row k.
+    /// Pairs of rows interleaved by 32 then 64 bits, then 128-bit quarters gathered.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn transpose(rows: [__m512; LANES]) -> [__m512; LANES] {
+        // a[2i], a[2i + 1]: rows 2i and 2i + 1 interleaved (low, high pairs of each quarter).
+        let a: [__m512; LANES] = std::array::from_fn(|i| {
+            let (r0, r1) = (rows[i & !1], rows[i | 1]);
+            if i % 2 == 0 { _mm512_unpacklo_ps(r0, r1) } else { _mm512_unpackhi_ps(r0, r1) }
+        });
+        // b[4g + c]: in quarter L, rows 4g..4g + 4 of column 4L + c.
+        let b: [__m512; LANES] = std::array::from_fn(|i| {
+            let (g, c) = (i / 4, i % 4);
+            let (x, y) = (_mm512_castps_pd(a[4 * g + c / 2]), _mm512_castps_pd(a[4 * g + 2 + c / 2]));
+            _mm512_castpd_ps(if c % 2 == 0 { _mm512_unpacklo_pd(x, y) } else { _mm512_unpackhi_pd(x, y) })
+        });
+        // Result 4L + c: quarter L of b[c], b[4 + c], b[8 + c], b[12 + c].
+        std::array::from_fn(|i| {
+            let (quarter, c) = (i / 4, i % 4);
+            let (e, f) = if quarter < 2 {
+                (_mm512_shuffle_f32x4::<0x44>(b[c], b[4 + c]), _mm512_shuffle_f32x4::<0x44>(b[8 + c], b[12 + c]))
+            } else {
+                (_mm512_shuffle_f32x4::<0xEE>(b[c], b[4 + c]), _mm512_shuffle_f32x4::<0xEE>(b[8 + c], b[12 + c]))
+            };
+            if quarter % 2 == 0 { _mm512_shuffle_f32x4::<0x88>(e, f) } else { _mm512_shuffle_f32x4::<0xDD>(e, f) }
+        })
+    }
+
     /// R rows of N registers each: every key's row, then every value's row, loaded once
     /// for the R rows.
     #[target_feature(enable = "avx512f")]
@@ -121,7 +150,31 @@ mod avx512 {
         // Scores [R, most]: row i's first n_keys[i] are its own.
         scores.clear();
         scores.resize(R * most, 0.0);
-        for j in 0..most {
+        let scores_at = scores.as_mut_ptr();
+        let scale_v = _mm512_set1_ps(scale);
+        let mut j = 0;
+        // Sixteen keys at a time: each row's sixteen keys' lanes transposed, so that lane l
+        // of every key is added in one vector addition, from lane 0 as `dot` adds them.
+        while j + LANES <= most {
+            for (i, q) in q.iter().enumerate() {
+                let acc: [__m512; LANES] = std::array::from_fn(|key| {
+                    let mut acc = _mm512_setzero_ps();
+                    for c in 0..N {
+                        acc = _mm512_fmadd_ps(q[c], unsafe { _mm512_loadu_ps(keys.as_ptr().add((j + key) * hd + c * LANES)) }, acc);
+                    }
+                    acc
+                });
+                let lanes = transpose(acc);
+                let mut total = _mm512_setzero_ps();
+                for lane in lanes {
+                    total = _mm512_add_ps(total, lane);
+                }
+                unsafe { _mm512_storeu_ps(scores_at.add(i * most + j), _mm512_mul_ps(total, scale_v)) };
+            }
+            j += LANES;
+        }
+        // The last keys one at a time, the rows' chains of lane sums side by side.
+        while j < most {
             let k: [__m512; N] = std::array::from_fn(|c| unsafe { _mm512_loadu_ps(keys.as_ptr().add(j * hd + c * LANES)) });
             let mut lanes = [[0f32; LANES]; R];
             for (i, lanes) in lanes.iter_mut().enumerate() {
@@ -131,7 +184,6 @@ mod avx512 {
                 }
                 unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc) };
             }
-            // Lanes added from lane 0, as `dot` adds them, the rows' chains side by side.
             let mut total = [0f32; R];
             for l in 0..LANES {
                 for (t, lanes) in total.iter_mut().zip(&lanes) {
@@ -139,8 +191,9 @@ mod avx512 {
                 }
             }
             for (i, t) in total.into_iter().enumerate() {
-                scores[i * most + j] = t * scale;
+                unsafe { *scores_at.add(i * most + j) = t * scale };
             }
+            j += 1;
         }
         let totals: [f32; R] = std::array::from_fn(|i| super::softmax_weights(&mut scores[i * most..i * most + n_keys[i]]));
         let mut acc = [[_mm512_setzero_ps(); N]; R];
