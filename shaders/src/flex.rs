@@ -60,7 +60,9 @@ impl SphinxOps for Flex {
         let (n_out, row_bytes) = (w.layout().shape()[0], w.layout().shape()[1] * 4);
         assert_eq!(format.cols_in(row_bytes), Some(inp), "matvec_blocks: x has {inp} columns, w {row_bytes} bytes of {} blocks per row", format.name());
         let bytes: &[u8] = bytemuck::cast_slice(ws);
-        let x_rows: Vec<RoundedRow> = (0..rows).map(|r| RoundedRow::new(&xs[r * inp..(r + 1) * inp])).collect();
+        // x rounded row by row (a prefill's rows in parallel; a decode step's few on this thread).
+        let round = |r: usize| RoundedRow::new(&xs[r * inp..(r + 1) * inp]);
+        let x_rows: Vec<RoundedRow> = if rows > 4 { (0..rows).into_par_iter().map(round).collect() } else { (0..rows).map(round).collect() };
         if interleaved {
             assert!(interleaved::fits(n_out), "matvec_blocks: {n_out} rows interleaved");
             let group_bytes = GROUP * row_bytes;
