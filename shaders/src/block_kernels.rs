@@ -1,7 +1,7 @@
 //! CubeCL kernels that read llama.cpp's q8_0 and q4_0 blocks (`blocks.rs`) straight from
 //! `u32` words: a block starts on an even byte, so its f16 scale is one half of a word,
-//! and its quants are bytes taken out of words with shifts (core WGSL has no 8- or
-//! 16-bit loads). Blocks go in pairs, which are whole words (rows hold an even number of
+//! and its quants are taken out of words by multiplications and masks (core WGSL has no
+//! 8- or 16-bit loads; no shifts, see [`field_at_top`]). Blocks go in pairs, which are whole words (rows hold an even number of
 //! blocks), each word loaded once. `q4` selects q4_0 (18-byte blocks) over q8_0 (34-byte
 //! blocks).
 

@@ -185,10 +185,13 @@ impl SphinxOps for Flex {
         out.par_chunks_mut((rows * hd).max(1)).enumerate().for_each(|(group, out)| {
             let (kv, values) = (&ks[group * capacity * hd..], &vs[group * capacity * hd..]);
             out.par_chunks_mut((tile * hd).max(1)).enumerate().for_each_init(Vec::new, |scores: &mut Vec<f32>, (t, o)| {
-                let first = t * tile;
-                let n_keys: Vec<usize> = (first..first + o.len() / hd.max(1)).map(|r| keys.min(start + r % seq + 1)).collect();
+                let (first, len) = (t * tile, o.len() / hd.max(1));
+                let mut n_keys = [0; flex_attention::MAX_ROWS];
+                for (i, n) in n_keys[..len].iter_mut().enumerate() {
+                    *n = keys.min(start + (first + i) % seq + 1);
+                }
                 let queries = &qs[(group * rows + first) * hd..][..o.len()];
-                flex_attention::attend_rows(queries, &n_keys, kv, values, scale, scores, o);
+                flex_attention::attend_rows(queries, &n_keys[..len], kv, values, scale, scores, o);
             });
         });
         FlexTensor::from_data(TensorData::new(out, [groups, rows, hd]))

@@ -28,17 +28,24 @@ pub(crate) fn attend_rows(queries: &[f32], n_keys: &[usize], keys: &[f32], value
         return unsafe { avx512::attend_rows(queries, n_keys, keys, values, scale, scores, out) };
     }
     for ((query, &n), out) in queries.chunks_exact(hd.max(1)).zip(n_keys).zip(out.chunks_exact_mut(hd.max(1))) {
-        scores.clear();
-        scores.extend((0..n).map(|j| crate::flex::dot(query, &keys[j * hd..(j + 1) * hd]) * scale));
-        let total = softmax_weights(scores);
-        out.fill(0.0);
-        for (j, &p) in scores.iter().enumerate() {
-            for (o, &x) in out.iter_mut().zip(&values[j * hd..(j + 1) * hd]) {
-                *o += p * x;
-            }
-        }
-        out.iter_mut().for_each(|o| *o /= total);
+        attend_row(query, n, keys, values, scale, scores, out);
     }
+}
+
+/// One row, the definition: `out` [hd] = the attention of `query` [hd] over the first
+/// `n_keys` rows of `keys` and `values`.
+fn attend_row(query: &[f32], n_keys: usize, keys: &[f32], values: &[f32], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
+    let hd = query.len();
+    scores.clear();
+    scores.extend((0..n_keys).map(|j| crate::flex::dot(query, &keys[j * hd..(j + 1) * hd]) * scale));
+    let total = softmax_weights(scores);
+    out.fill(0.0);
+    for (j, &p) in scores.iter().enumerate() {
+        for (o, &x) in out.iter_mut().zip(&values[j * hd..(j + 1) * hd]) {
+            *o += p * x;
+        }
+    }
+    out.iter_mut().for_each(|o| *o /= total);
 }
 
 /// Most rows of a tile (registers: a query and an output's sums per row).
@@ -73,24 +80,20 @@ mod avx512 {
         let tile = (16 / n).clamp(1, MAX_ROWS);
         for (i, n_keys) in n_keys.chunks(tile).enumerate() {
             let (q, o) = (&queries[i * tile * hd..][..n_keys.len() * hd], &mut out[i * tile * hd..][..n_keys.len() * hd]);
-            // SAFETY: as the caller's; each arm's N is hd / 16 and R the tile's rows (≤ 16 / N).
+            // SAFETY: as the caller's; N is hd / 16 and R the tile's rows (≤ 16 / N).
             unsafe {
-                match (n, n_keys.len()) {
-                    (1, 4) => tile_rows::<1, 4>(q, n_keys, keys, values, scale, scores, o),
-                    (2, 4) => tile_rows::<2, 4>(q, n_keys, keys, values, scale, scores, o),
-                    (3, 4) => tile_rows::<3, 4>(q, n_keys, keys, values, scale, scores, o),
-                    (4, 4) => tile_rows::<4, 4>(q, n_keys, keys, values, scale, scores, o),
-                    (5..=8, 2) => by_head::<2>(n, q, n_keys, keys, values, scale, scores, o),
-                    (_, 3) => by_head::<3>(n, q, n_keys, keys, values, scale, scores, o),
-                    (_, 2) => by_head::<2>(n, q, n_keys, keys, values, scale, scores, o),
-                    (_, 1) => by_head::<1>(n, q, n_keys, keys, values, scale, scores, o),
-                    (n, r) => unreachable!("a tile of {r} rows of {n} registers"),
+                match n_keys.len() {
+                    4 => by_head::<4>(n, q, n_keys, keys, values, scale, scores, o),
+                    3 => by_head::<3>(n, q, n_keys, keys, values, scale, scores, o),
+                    2 => by_head::<2>(n, q, n_keys, keys, values, scale, scores, o),
+                    1 => by_head::<1>(n, q, n_keys, keys, values, scale, scores, o),
+                    r => unreachable!("a tile of {r} rows"),
                 }
             }
         }
     }
 
-    /// A tile of R rows (R ≤ 3, or 2 for heads of 5–8 registers) for any head width.
+    /// A tile of R rows for a head of `n` registers (R ≤ 16 / n).
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     unsafe fn by_head<const R: usize>(n: usize, q: &[f32], n_keys: &[usize], keys: &[f32], values: &[f32], scale: f32, scores: &mut Vec<f32>, o: &mut [f32]) {
@@ -231,18 +234,11 @@ mod tests {
             .collect()
     }
 
-    /// The portable path, written out: the definition the fast path must equal.
+    /// The definition the fast path must equal: [`attend_row`], row by row.
     fn definition(query: &[f32], keys: &[f32], values: &[f32], n_keys: usize, scale: f32) -> Vec<f32> {
-        let hd = query.len();
-        let mut scores: Vec<f32> = (0..n_keys).map(|j| crate::flex::dot(query, &keys[j * hd..(j + 1) * hd]) * scale).collect();
-        let total = softmax_weights(&mut scores);
-        let mut out = vec![0f32; hd];
-        for (j, &p) in scores.iter().enumerate() {
-            for (o, &x) in out.iter_mut().zip(&values[j * hd..(j + 1) * hd]) {
-                *o += p * x;
-            }
-        }
-        out.iter().map(|o| o / total).collect()
+        let mut out = vec![0f32; query.len()];
+        attend_row(query, n_keys, keys, values, scale, &mut Vec::new(), &mut out);
+        out
     }
 
     /// Every head width (whole registers or not, up to past the widest in registers),
