@@ -9,7 +9,7 @@ use burn_cubecl::CubeBackend;
 use cubecl::{CubeCount, CubeDim};
 
 use crate::blocks::{BlockFormat, BLOCK};
-use crate::{block_kernels, kernels, moe_kernels, SphinxOps};
+use crate::{block_kernels, kernels, moe_kernels, rounded_x, SphinxOps};
 
 /// Units per cube in the reductions: a power of two within WebGPU's guaranteed 256.
 const REDUCE_BLOCK: usize = 64;
@@ -94,6 +94,29 @@ fn empty_f32(like: &CubeTensor, shape: Shape) -> CubeTensor {
     empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, DType::F32)
 }
 
+/// x [rows, inp] (contiguous f32, inp a multiple of 32) rounded to q8_0 blocks
+/// (`rounded_x.rs`): its quants four to a word [rows, inp / 4] u32 and its blocks'
+/// scales [rows, inp / 32] f32.
+fn round_x(x: CubeTensor, rows: usize, inp: usize) -> (CubeTensor, CubeTensor) {
+    assert_eq!(inp % BLOCK, 0, "round_x: rows of whole blocks");
+    let xq = empty_device_contiguous_dtype(x.client.clone(), x.device.clone(), Shape::new([rows, inp / 4]), DType::U32);
+    let xd = empty_f32(&x, Shape::new([rows, inp / BLOCK]));
+    let client = x.client.clone();
+    // SAFETY: the kernel guards its block below xd's rows · inp / 32 blocks, each of
+    // which is 32 values of x and 8 words of xq.
+    unsafe {
+        rounded_x::round_x_kernel::launch_unchecked(
+            &client,
+            grid((rows * inp / BLOCK).div_ceil(ELEMENTWISE_BLOCK), 1),
+            CubeDim::new_1d(ELEMENTWISE_BLOCK as u32),
+            x.into_tensor_arg(),
+            xq.clone().into_tensor_arg(),
+            xd.clone().into_tensor_arg(),
+        )
+    };
+    (xq, xd)
+}
+
 impl SphinxOps for CubeBackend {
     fn matvec_packed(x: CubeTensor, w: CubeTensor, bf16: bool, _round_x: bool) -> CubeTensor {
         let m = Matvec::new(x, w, "matvec_packed");
@@ -127,17 +150,20 @@ impl SphinxOps for CubeBackend {
         let (inp, words) = (m.inp, m.words);
         assert_eq!(format.cols_in(words * 4), Some(inp), "matvec_blocks: x has {inp} columns, w {words} words of {} blocks per row", format.name());
         let (grid, outputs, rows) = (m.grid(), m.outputs(), m.rows_per_unit());
-        let Matvec { x, w, out, .. } = m;
+        let Matvec { x, w, out, rows: n_rows, .. } = m;
         let client = x.client.clone();
+        let (xq, xd) = round_x(x, n_rows, inp);
         // SAFETY: the kernel guards o < n_out (then o + outputs ≤ n_out, as outputs
-        // divides n_out); every block it reads lies in its rows' `words` words and every
-        // x value in row r's `inp` columns (asserted above).
+        // divides n_out); every block it reads lies in its rows' `words` words, and every
+        // word of x's quants and every scale in row r's `inp / 4` and `inp / 32` (the
+        // shapes asserted above and made by `round_x`).
         unsafe {
             block_kernels::matvec_blocks_kernel::launch_unchecked(
                 &client,
                 grid,
                 CubeDim::new_1d(MATVEC_UNITS as u32),
-                x.into_tensor_arg(),
+                xq.into_tensor_arg(),
+                xd.into_tensor_arg(),
                 w.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
                 q4,

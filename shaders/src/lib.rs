@@ -34,6 +34,7 @@ mod moe;
 mod moe_kernels;
 mod packed;
 pub mod reference;
+mod rounded_x;
 
 pub use blocks::{rows_of_whole_words, BlockFormat, BlockMatrix, BLOCK};
 pub use moe::route_token;
@@ -51,9 +52,9 @@ pub trait SphinxOps: Backend {
     /// than 4 rows in tiles of 16 rows × 16 outputs per invocation.
     fn matvec_packed(x: FloatTensor<Self>, w: IntTensor<Self>, bf16: bool, round_x: bool) -> FloatTensor<Self>;
     /// `x · Wᵀ` with W's rows as llama.cpp blocks (`blocks.rs`; `q4`: q4_0, else q8_0):
-    /// x [rows, in] f32, w [out, words] u32 → [rows, out] f32. The CPU rounds x to q8_0
-    /// blocks first and sums in integers, as llama.cpp's CPU does; the GPU kernels keep x
-    /// in f32 (docs/design.md §10). Meant for a few rows of x, except on the CPU with
+    /// x [rows, in] f32, w [out, words] u32 → [rows, out] f32. x is rounded to q8_0
+    /// blocks first and each block's products summed exactly, as llama.cpp does (on the
+    /// CPU in integers, docs/design.md §10; on the GPU in f32, §9). Meant for a few rows of x, except on the CPU with
     /// `interleaved` W: the CPU's groups of eight rows (`interleaved.rs`), fast for any
     /// number of rows, and on a CPU driver ([`is_cpu_driver`]), where the kernel takes
     /// more than 4 rows in tiles of 16 rows × 16 outputs per invocation.
@@ -207,8 +208,8 @@ pub fn unpack_words(words: Tensor<2, Int>, kind: HalfKind) -> Tensor<2> {
 }
 
 /// x [rows, in] · Wᵀ with W block-quantized: [rows, out]. Meant for decoding: each
-/// block is read once per row, straight from its 8 or 4 bits. On the CPU backend x is
-/// rounded to q8_0 blocks first (as llama.cpp's CPU does; [`reference::matvec_blocks_rounded`]).
+/// block is read once per row, straight from its 8 or 4 bits. x is rounded to q8_0
+/// blocks first, on every backend (as llama.cpp does; [`reference::matvec_blocks_rounded`]).
 pub fn matvec_blocks(x: Tensor<2>, w: &BlockMatrix) -> Tensor<2> {
     let q4 = w.format == BlockFormat::Q4_0;
     Tensor::from_dispatch(<Dispatch as SphinxOps>::matvec_blocks(x.into_dispatch(), w.words.clone().into_dispatch(), q4, w.interleaved))

@@ -66,8 +66,13 @@ fn quantizing_and_dequantizing_equal_the_python_reference_bit_for_bit() {
 
 fn check_matvec(device: &Device, name: &str, format: BlockFormat, [rows, n_out, inp]: [usize; 3]) {
     let seed = (rows * 1_000_003 + n_out * 1009 + inp) as u64;
-    let x_values = values(rows * inp, seed);
-    let w_values = values(n_out * inp, seed + 1);
+    check_products(device, name, format, [rows, n_out, inp], &values(rows * inp, seed), seed + 1);
+}
+
+/// `matvec_blocks` of x (`x_values`, [rows, inp]) and a weight of `values(.., w_seed)`
+/// against Burn's matmul of the two rounded and dequantized on the host.
+fn check_products(device: &Device, name: &str, format: BlockFormat, [rows, n_out, inp]: [usize; 3], x_values: &[f32], w_seed: u64) {
+    let w_values = values(n_out * inp, w_seed);
     let plain = BlockMatrix::from_blocks(quantize(format, &w_values), format, [n_out, inp], device).expect("whole block pairs");
     // Laid out for products: the CPU interleaves rows in whole groups of eight.
     let w = BlockMatrix::for_products(quantize(format, &w_values), format, [n_out, inp], device).expect("whole block pairs");
@@ -76,20 +81,18 @@ fn check_matvec(device: &Device, name: &str, format: BlockFormat, [rows, n_out, 
     assert_eq!(w.dims(), [n_out, inp]);
     let mut dequantized = vec![0f32; n_out * inp];
     format.dequantize(&quantize(format, &w_values), &mut dequantized);
-    let x = Tensor::<2>::from_data(TensorData::new(x_values.clone(), [rows, inp]), device);
+    let mut x_rounded = vec![0f32; rows * inp];
+    BlockFormat::Q8_0.dequantize(&quantize(BlockFormat::Q8_0, x_values), &mut x_rounded);
+    let x = Tensor::<2>::from_data(TensorData::new(x_values.to_vec(), [rows, inp]), device);
     let got = read(matvec_blocks(x.clone(), &w));
-    // The CPU rounds x to q8_0 blocks first (as llama.cpp's CPU does), the GPU does not.
-    let want = read(if name == "cpu" {
-        pollster::block_on(reference::matvec_blocks_rounded(x, &plain))
-    } else {
-        pollster::block_on(reference::matvec_blocks(x, &plain))
-    });
+    // Every backend rounds x to q8_0 blocks first, as llama.cpp does.
+    let want = read(pollster::block_on(reference::matvec_blocks_rounded(x, &plain)));
     assert_eq!(got.len(), rows * n_out);
     for (i, (g, r)) in got.iter().zip(&want).enumerate() {
         // The kernels scale each block's sum once; the reference scales every value. Both
         // are sums of the same products: bound the difference by the sum of |terms|.
         let (row, o) = (i / n_out, i % n_out);
-        let magnitude: f32 = (0..inp).map(|k| (x_values[row * inp + k] * dequantized[o * inp + k]).abs()).sum();
+        let magnitude: f32 = (0..inp).map(|k| (x_rounded[row * inp + k] * dequantized[o * inp + k]).abs()).sum();
         let tol = 8.0 * f32::EPSILON * magnitude * (inp as f32).sqrt() + 1e-30;
         assert!((g - r).abs() <= tol, "{name} {} {rows}x{n_out}x{inp}: out[{row},{o}] = {g}, reference {r}", format.name());
     }
@@ -116,6 +119,27 @@ fn matvec_blocks_matches_matmul_on_the_dequantized_weight() {
             for shape in shapes {
                 check_matvec(&device, name, format, shape);
             }
+        }
+    }
+}
+
+/// x's rounding to q8_0 where it is delicate, the same on every backend: quants exactly
+/// halfway between two integers (rounded away from zero), a block of zeros, a block
+/// whose scale is below f16's normal range, one whose scale rounds up to the next power
+/// of two, and NaN (skipped for the scale, a zero quant).
+#[test]
+fn x_is_rounded_to_q8_0_as_on_the_host() {
+    let ties: Vec<f32> = (0..BLOCK).map(|j| if j == 0 { 127.0 } else { j as f32 - 16.5 }).collect(); // d = 1
+    let scaled_ties: Vec<f32> = ties.iter().map(|v| v * 1024.0).collect(); // d = 1024
+    let tiny: Vec<f32> = (0..BLOCK).map(|j| (j as f32 - 15.0) * 3e-5).collect(); // d ≈ 3.8e-6, 63.4 · 2⁻²⁴
+    let carry: Vec<f32> = (0..BLOCK).map(|j| if j == 3 { -127.0 * 0.999_97 } else { j as f32 * 0.01 }).collect(); // d → 1.0
+    let mut nan = values(BLOCK, 7);
+    nan[5] = f32::NAN;
+    let zeros = vec![0f32; BLOCK];
+    let x: Vec<f32> = [ties, zeros, tiny, scaled_ties, carry, nan].concat(); // [3, 64]
+    for (name, device) in devices() {
+        for format in BlockFormat::ALL {
+            check_products(&device, name, format, [3, 16, 2 * BLOCK], &x, 11);
         }
     }
 }
