@@ -48,12 +48,13 @@ fn product_unscale(#[comptime] q4: bool) -> f32 {
 
 /// One unit's rows of x rounded to q8_0 (`rounded_x.rs`): row `first + i` (or the last
 /// row, see `row_or_last`) of xq [rows, words] (quants four to a word) and xd
-/// [rows, words / 8] (a scale per block).
+/// [rows, blocks] (a scale per block, `blocks = words / 8`).
 #[derive(CubeType, Clone, Copy)]
 struct XRows {
     first: usize,
     n_rows: usize,
     words: usize,
+    blocks: usize,
 }
 
 #[cube]
@@ -65,7 +66,7 @@ impl XRows {
 
     /// The index in xd of block `k`'s scale in the unit's row `i`.
     fn block(&self, i: usize, k: usize) -> usize {
-        row_or_last(self.first, i, self.n_rows) * (self.words / 8) + k
+        row_or_last(self.first, i, self.n_rows) * self.blocks + k
     }
 }
 
@@ -229,7 +230,7 @@ fn blocks_tile(xq: &Tensor<u32>, xd: &Tensor<f32>, w: &Tensor<u32>, out: &mut Te
     let n_rows = xq.shape(0);
     let pair_words = comptime!(2 * quant_words(q4) + 1);
     let pairs = words / pair_words;
-    let xr = XRows { first: r, n_rows, words: pairs * 16 };
+    let xr = XRows { first: r, n_rows, words: pairs * 16, blocks: pairs * 2 };
     let mut acc = zeros(comptime!(rows * outputs));
     for k in 0..pairs {
         block_pair_dots(xq, xd, &xr, 2 * k, w, o * words + k * pair_words, words, &mut acc, q4, outputs, rows);
