@@ -22,7 +22,7 @@ const fn quant_words(q4: bool) -> usize {
 /// constant into per-lane scalar code, where multiplications, masks and i32 conversions
 /// stay 4-wide (docs/design.md §9, "Kernels for SwiftShader").
 #[cube]
-fn field_at_top(word: u32, #[comptime] k: usize, #[comptime] bits: usize) -> f32 {
+pub(crate) fn field_at_top(word: u32, #[comptime] k: usize, #[comptime] bits: usize) -> f32 {
     let top_shift = comptime!(32 - bits - k * bits);
     let mask = comptime!(((1u64 << bits) - 1) << (32 - bits)) as u32;
     let at_top = if comptime!(top_shift == 0) { word } else { word * comptime!(1u32 << top_shift) };

@@ -174,6 +174,28 @@ impl SphinxOps for CubeBackend {
         out
     }
 
+    fn round_to_q8_0(x: CubeTensor) -> CubeTensor {
+        assert_eq!(x.dtype, DType::F32, "round_to_q8_0: f32 x");
+        let x = into_contiguous(x);
+        let (rows, inp) = (x.meta.shape()[0], x.meta.shape()[1]);
+        let out = empty_f32(&x, Shape::new([rows, inp]));
+        let (xq, xd) = round_x(x, rows, inp);
+        let client = xq.client.clone();
+        // SAFETY: the kernel guards its word below xq's rows · inp / 4; each word is 4 values
+        // of out and its block's scale one of xd's rows · inp / 32.
+        unsafe {
+            rounded_x::rounded_values_kernel::launch_unchecked(
+                &client,
+                grid((rows * inp / 4).div_ceil(ELEMENTWISE_BLOCK), 1),
+                CubeDim::new_1d(ELEMENTWISE_BLOCK as u32),
+                xq.into_tensor_arg(),
+                xd.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+            )
+        };
+        out
+    }
+
     fn dequantize_blocks(w: CubeTensor, q4: bool, interleaved: bool) -> CubeTensor {
         assert!(!interleaved, "dequantize_blocks: interleaved blocks are the CPU's layout");
         let format = BlockFormat::of_q4(q4);

@@ -10,7 +10,7 @@ use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use crate::blocks::BlockFormat;
+use crate::blocks::{BlockFormat, BLOCK};
 use crate::flex_attention;
 use crate::flex_bf16::{self, Bf16Rows};
 use crate::flex_blocks::{dot_blocks, RoundedRow};
@@ -72,6 +72,20 @@ impl SphinxOps for Flex {
             });
         }
         each_output([rows, n_out], || (), |_, r, j| dot_blocks(&x_rows[r], &bytes[j * row_bytes..(j + 1) * row_bytes], format))
+    }
+
+    fn round_to_q8_0(x: FlexTensor) -> FlexTensor {
+        let x = x.to_contiguous();
+        let xs = x.as_slice::<f32>().expect("round_to_q8_0: x must be f32");
+        let (rows, inp) = (x.layout().shape()[0], x.layout().shape()[1]);
+        assert_eq!(inp % BLOCK, 0, "round_to_q8_0: rows of whole blocks");
+        let mut out = vec![0f32; rows * inp];
+        out.par_chunks_mut(inp.max(1)).zip(xs.par_chunks(inp.max(1))).for_each(|(dst, row)| {
+            let mut blocks = Vec::new();
+            BlockFormat::Q8_0.quantize(row, &mut blocks);
+            BlockFormat::Q8_0.dequantize(&blocks, dst);
+        });
+        FlexTensor::from_data(TensorData::new(out, [rows, inp]))
     }
 
     fn dequantize_blocks(w: FlexTensor, q4: bool, interleaved: bool) -> FlexTensor {

@@ -59,6 +59,10 @@ pub trait SphinxOps: Backend {
     /// number of rows, and on a CPU driver ([`is_cpu_driver`]), where the kernel takes
     /// more than 4 rows in tiles of 16 rows × 16 outputs per invocation.
     fn matvec_blocks(x: FloatTensor<Self>, w: IntTensor<Self>, q4: bool, interleaved: bool) -> FloatTensor<Self>;
+    /// x [rows, in] f32 (in a multiple of 32) rounded to q8_0 blocks and read back as f32:
+    /// the x that `matvec_blocks` multiplies, for a prefill that multiplies widened tiles of
+    /// a block matrix with Burn's matmul instead.
+    fn round_to_q8_0(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// The blocks' values: w [rows, words] u32 → [rows, cols] f32 (`interleaved` as above).
     fn dequantize_blocks(w: IntTensor<Self>, q4: bool, interleaved: bool) -> FloatTensor<Self>;
     /// The packed halves widened to f32: w [rows, words] u32 → [rows, 2·words] f32 (exact).
@@ -213,6 +217,12 @@ pub fn unpack_words(words: Tensor<2, Int>, kind: HalfKind) -> Tensor<2> {
 pub fn matvec_blocks(x: Tensor<2>, w: &BlockMatrix) -> Tensor<2> {
     let q4 = w.format == BlockFormat::Q4_0;
     Tensor::from_dispatch(<Dispatch as SphinxOps>::matvec_blocks(x.into_dispatch(), w.words.clone().into_dispatch(), q4, w.interleaved))
+}
+
+/// x [rows, in] rounded to q8_0 blocks, as f32 (`BlockFormat::Q8_0`'s quantizer then its
+/// values): what a block matrix multiplies in [`matvec_blocks`].
+pub fn round_to_q8_0(x: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as SphinxOps>::round_to_q8_0(x.into_dispatch()))
 }
 
 /// Rows of blocks [rows, words] in llama.cpp's layout (e.g. rows gathered from a

@@ -7,6 +7,7 @@
 
 use cubecl::prelude::*;
 
+use crate::block_kernels::field_at_top;
 use crate::kernels::global_index;
 
 /// Values per block.
@@ -42,6 +43,22 @@ pub fn round_x_kernel(x: &Tensor<f32>, xq: &mut Tensor<u32>, xd: &mut Tensor<f32
             xq[i * (BLOCK / 4) + m] = word;
         }
         xd[i] = f16_rounded(d);
+    }
+}
+
+/// The values of x rounded by [`round_x_kernel`]: out [rows, cols] from xq and xd, one
+/// unit per word (four values, each `q · d` as the host's q8_0 values are).
+#[cube(launch_unchecked)]
+pub fn rounded_values_kernel(xq: &Tensor<u32>, xd: &Tensor<f32>, out: &mut Tensor<f32>) {
+    let i = global_index();
+    if i < xq.len() {
+        let word = xq[i];
+        let d = xd[i / (BLOCK / 4)];
+        #[unroll]
+        for b in 0..4usize {
+            // q · 2²⁴ · 2⁻²⁴ is q exactly.
+            out[4 * i + b] = field_at_top(word, b, 8usize) * f32::reinterpret(0x3380_0000u32) * d;
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use sphinx_core::mixing::{mix_tensors, MixAction};
 use sphinx_core::weights::{write_safetensors, DType, HostTensor, MemoryBytes, SafetensorsFile, TensorInfo, WeightSource, BLOCKS_METADATA_KEY};
-use sphinx_shaders::{dequantize_blocks, dequantize_rows, matvec_blocks, reference, BlockFormat, BlockMatrix, BLOCK};
+use sphinx_shaders::{dequantize_blocks, dequantize_rows, matvec_blocks, reference, round_to_q8_0, BlockFormat, BlockMatrix, BLOCK};
 use sphinx_tests::craft::safetensors_raw;
 use sphinx_tests::{devices, fixtures};
 
@@ -129,6 +129,16 @@ fn matvec_blocks_matches_matmul_on_the_dequantized_weight() {
 /// of two, and NaN (skipped for the scale, a zero quant).
 #[test]
 fn x_is_rounded_to_q8_0_as_on_the_host() {
+    let x = delicate_blocks(); // [3, 64]
+    for (name, device) in devices() {
+        for format in BlockFormat::ALL {
+            check_products(&device, name, format, [3, 16, 2 * BLOCK], &x, 11);
+        }
+    }
+}
+
+/// Six blocks of x whose rounding to q8_0 is delicate (see above).
+fn delicate_blocks() -> Vec<f32> {
     let ties: Vec<f32> = (0..BLOCK).map(|j| if j == 0 { 127.0 } else { j as f32 - 16.5 }).collect(); // d = 1
     let scaled_ties: Vec<f32> = ties.iter().map(|v| v * 1024.0).collect(); // d = 1024
     let tiny: Vec<f32> = (0..BLOCK).map(|j| (j as f32 - 15.0) * 3e-5).collect(); // d ≈ 3.8e-6, 63.4 · 2⁻²⁴
@@ -136,10 +146,21 @@ fn x_is_rounded_to_q8_0_as_on_the_host() {
     let mut nan = values(BLOCK, 7);
     nan[5] = f32::NAN;
     let zeros = vec![0f32; BLOCK];
-    let x: Vec<f32> = [ties, zeros, tiny, scaled_ties, carry, nan].concat(); // [3, 64]
+    [ties, zeros, tiny, scaled_ties, carry, nan].concat()
+}
+
+/// `round_to_q8_0` (the x a prefill through widened tiles multiplies) equals the host's
+/// quantizer and dequantizer bit for bit, on the delicate blocks above and ordinary rows
+/// (on drivers whose f32 division is correctly rounded, as lavapipe's and SwiftShader's).
+#[test]
+fn round_to_q8_0_equals_the_host_exactly() {
+    let x: Vec<f32> = [delicate_blocks(), values(26 * BLOCK, 3)].concat(); // [8, 128]
+    let mut want = vec![0f32; x.len()];
+    BlockFormat::Q8_0.dequantize(&quantize(BlockFormat::Q8_0, &x), &mut want);
     for (name, device) in devices() {
-        for format in BlockFormat::ALL {
-            check_products(&device, name, format, [3, 16, 2 * BLOCK], &x, 11);
+        let got = read(round_to_q8_0(Tensor::<2>::from_data(TensorData::new(x.clone(), [8, 4 * BLOCK]), &device)));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "{name}: value {i} ({}) is {g:e}, the host's {w:e}", x[i]);
         }
     }
 }

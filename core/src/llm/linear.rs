@@ -4,7 +4,7 @@
 //! block forms and Burn's matmul for f32.
 
 use burn::tensor::{Int, Tensor};
-use sphinx_shaders::{dequantize_blocks, dequantize_rows, matvec_blocks, matvec_packed, rows_of_whole_words, unpack_words, BlockMatrix, PackedHalves};
+use sphinx_shaders::{dequantize_blocks, dequantize_rows, matvec_blocks, matvec_packed, round_to_q8_0, rows_of_whole_words, unpack_words, BlockMatrix, PackedHalves};
 
 use super::cat_parts;
 use crate::error::WeightError;
@@ -162,7 +162,8 @@ impl Linear {
             // faster than widening to f32 for a matmul (docs/design.md §10), as do a CPU
             // driver's row tiles (§9).
             Matrix::Blocks(w) if matvec || w.multiplies_any_rows() => matvec_blocks(x, w),
-            Matrix::Blocks(w) => matmul_widened(x, w.dims(), |start, len| dequantize_rows(w, start, len)),
+            // x rounded to q8_0 as the block kernels round it (docs/design.md §9).
+            Matrix::Blocks(w) => matmul_widened(round_to_q8_0(x), w.dims(), |start, len| dequantize_rows(w, start, len)),
         }
     }
 }
