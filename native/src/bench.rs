@@ -37,6 +37,11 @@ pub struct BenchArgs {
     /// Also time an image question's time to first token (the process's first, then again) and each visual encoder
     #[arg(long)]
     image: Option<PathBuf>,
+    /// On the CPU: also measure the memory's streaming read speed with the compute
+    /// threads (512 MiB read three times), the ceiling of a decoding step that reads
+    /// every weight, and compare decoding with it.
+    #[arg(long)]
+    bandwidth: bool,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
@@ -54,6 +59,13 @@ struct BenchReport {
     /// occupy on the device (16-bit matrices: 2 bytes a value).
     weights_dtype: String,
     weights_bytes: u64,
+    /// Bytes of weights a decoding step reads (all but the token embedding; none given
+    /// for a mixture of experts), and at the measured decode speed, bytes per second.
+    decode_read_bytes: Option<u64>,
+    decode_read_bytes_per_s: Option<f64>,
+    /// With `--bandwidth` on the CPU: the memory's streaming read speed with the compute
+    /// threads, bytes per second.
+    memory_read_bytes_per_s: Option<f64>,
     load_s: f64,
     /// The process's peak resident set (VmHWM), after everything ran.
     peak_rss_bytes: Option<u64>,
@@ -85,6 +97,8 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
     memory.sample();
     let llm = pollster::block_on(bench_llm(&model.llm, &opts))?;
     memory.sample();
+    let decode_read_bytes = model.llm.decode_read_bytes();
+    let memory_read_bytes_per_s = (a.bandwidth && matches!(open.device.as_dispatch(), burn::backend::DispatchDevice::Flex(_))).then(memory_read_speed);
     let report = BenchReport {
         model: a.model.model.display().to_string(),
         device: open.description,
@@ -92,6 +106,9 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
         parameters: model.config.parameter_count() + model.vision_config.as_ref().map_or(0, |v| v.parameter_count()),
         weights_dtype: a.model.dtype.to_string(),
         weights_bytes: model.llm.weight_bytes(),
+        decode_read_bytes,
+        decode_read_bytes_per_s: decode_read_bytes.map(|b| b as f64 * llm.decode_tok_s),
+        memory_read_bytes_per_s,
         load_s,
         peak_rss_bytes: peak_rss(),
         device_bytes_in_use: memory.after_load,
@@ -105,6 +122,25 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
         print_table(&report);
     }
     Ok(())
+}
+
+/// Bytes per second that the compute threads (the rayon pool this runs in) read from
+/// memory, streaming: 512 MiB, far beyond any cache, summed in parallel slices, the
+/// fastest of three passes.
+fn memory_read_speed() -> f64 {
+    use rayon::prelude::*;
+    const BYTES: usize = 512 << 20;
+    let mut words = vec![0u64; BYTES / 8];
+    // Written first, so that every page is mapped before the timing.
+    words.par_iter_mut().enumerate().for_each(|(i, w)| *w = i as u64);
+    let mut fastest = f64::INFINITY;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let sum = words.par_chunks(1 << 16).map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b))).reduce(|| 0, u64::wrapping_add);
+        std::hint::black_box(sum);
+        fastest = fastest.min(t.elapsed().as_secs_f64());
+    }
+    BYTES as f64 / fastest
 }
 
 /// The device allocator's view, where the backend reports one (wgpu does).
@@ -144,7 +180,12 @@ fn print_table(r: &BenchReport) {
     println!("peak host RSS    {}", bytes(r.peak_rss_bytes));
     println!("device memory    {} in use after loading, {} reserved at most", bytes(r.device_bytes_in_use), bytes(r.device_bytes_reserved_peak));
     println!("prefill          {} tokens: {:.1} tok/s ({:.3} s; first run {:.3} s)", l.prompt_tokens, l.prefill_tok_s, l.prefill_s, l.prefill_cold_s);
-    println!("decode           {:.2} tok/s (median of {} steps)", l.decode_tok_s, l.decode_step_s.len());
+    let reads = r.decode_read_bytes_per_s.map_or(String::new(), |b| format!("; its weights at {:.1} GB/s", b / 1e9));
+    println!("decode           {:.2} tok/s (median of {} steps{reads})", l.decode_tok_s, l.decode_step_s.len());
+    if let Some(m) = r.memory_read_bytes_per_s {
+        let share = r.decode_read_bytes_per_s.map_or(String::new(), |b| format!(": decoding reads weights at {:.0}% of it", 100.0 * b / m));
+        println!("memory           {:.1} GB/s streaming reads with {} threads{share}", m / 1e9, rayon::current_num_threads());
+    }
     if let Some(i) = &r.image {
         println!("image            preprocess {:.3} s · {} image tokens", i.preprocess_s, i.image_tokens);
         println!("first token      {:.2} s for the process's first image question, {:.2} s for the next", i.time_to_first_token_cold_s, i.time_to_first_token_s);

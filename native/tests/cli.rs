@@ -472,7 +472,7 @@ fn output_stays_clean_without_a_display_session() {
 #[test]
 fn bench_measures_the_default_model_and_its_encoders() {
     let image = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/sphinx-micro/example.png");
-    let o = sphinx(&["bench", "--device", "cpu", "--prompt-tokens", "20", "--decode-tokens", "5", "--image", image, "--json"]);
+    let o = sphinx(&["bench", "--device", "cpu", "--prompt-tokens", "20", "--decode-tokens", "5", "--image", image, "--bandwidth", "--json"]);
     assert!(o.status.success(), "{}", stderr_of(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["llama_type"], "llama_ens");
@@ -482,6 +482,13 @@ fn bench_measures_the_default_model_and_its_encoders() {
     assert_eq!(llm["prompt_tokens"], 20);
     assert_eq!(llm["decode_step_s"].as_array().unwrap().len(), 5);
     assert!(llm["prefill_tok_s"].as_f64().unwrap() > 0.0 && llm["decode_tok_s"].as_f64().unwrap() > 0.0);
+    // A decoding step reads every weight but the token embedding, and the memory's read
+    // speed is measured beside it (--bandwidth).
+    let (read, weights) = (r["decode_read_bytes"].as_u64().unwrap(), r["weights_bytes"].as_u64().unwrap());
+    assert!(0 < read && read < weights, "{read} of {weights} bytes");
+    let per_s = r["decode_read_bytes_per_s"].as_f64().unwrap();
+    assert!((per_s - read as f64 * llm["decode_tok_s"].as_f64().unwrap()).abs() <= 1e-9 * per_s);
+    assert!(r["memory_read_bytes_per_s"].as_f64().unwrap() > 1e8);
     let image = &r["image"];
     assert_eq!(image["image_tokens"], 267);
     let encoders: Vec<&str> = image["encoders"].as_array().unwrap().iter().map(|e| e["encoder"].as_str().unwrap()).collect();

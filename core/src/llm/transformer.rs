@@ -95,6 +95,16 @@ impl Llm {
         (self.tok_embeddings.device_bytes() + layers + self.norm.device_bytes() + self.output.device_bytes()) as u64
     }
 
+    /// Bytes of weights a decoding step reads: all but the token embedding (of which it
+    /// gathers one row). `None` for a mixture of experts, whose steps read only the
+    /// experts they are routed to.
+    pub fn decode_read_bytes(&self) -> Option<u64> {
+        if self.layers.iter().any(|b| matches!(b.feed_forward, Ffn::Moe(_))) {
+            return None;
+        }
+        Some(self.weight_bytes() - self.tok_embeddings.device_bytes() as u64)
+    }
+
     /// How the weights are held: the decoder layers' format (as their query projection
     /// holds it), then the output head's and the embedding's where they differ, e.g.
     /// `q4_0` or `q4_0, output q8_0`.
