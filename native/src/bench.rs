@@ -98,7 +98,11 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
     let llm = pollster::block_on(bench_llm(&model.llm, &opts))?;
     memory.sample();
     let decode_read_bytes = model.llm.decode_read_bytes();
-    let memory_read_bytes_per_s = (a.bandwidth && matches!(open.device.as_dispatch(), burn::backend::DispatchDevice::Flex(_))).then(memory_read_speed);
+    let on_cpu = matches!(open.device.as_dispatch(), burn::backend::DispatchDevice::Flex(_));
+    if a.bandwidth && !on_cpu {
+        eprintln!("--bandwidth measures the CPU's memory: not measured on {}", open.description);
+    }
+    let memory_read_bytes_per_s = (a.bandwidth && on_cpu).then(memory_read_speed);
     let report = BenchReport {
         model: a.model.model.display().to_string(),
         device: open.description,

@@ -35,7 +35,7 @@ const Q4_FLIP: u32 = 0x8888_8888;
 
 /// 2^(bits − 32), undoing [`field_at_top`]'s scale: q4_0's 2⁻²⁸, q8_0's 2⁻²⁴.
 #[cube]
-fn field_unscale(#[comptime] q4: bool) -> f32 {
+pub(crate) fn field_unscale(#[comptime] q4: bool) -> f32 {
     f32::reinterpret(comptime!(if q4 { 0x3180_0000u32 } else { 0x3380_0000u32 }))
 }
 

@@ -7,11 +7,9 @@
 
 use cubecl::prelude::*;
 
-use crate::block_kernels::field_at_top;
+use crate::block_kernels::{field_at_top, field_unscale};
+use crate::blocks::BLOCK;
 use crate::kernels::global_index;
-
-/// Values per block.
-const BLOCK: usize = 32;
 
 /// x [rows, cols] (contiguous, cols a multiple of 32) as q8_0 blocks, one unit per block
 /// `i` (values `32·i ..` of the flattened x): its quants four to a word into
@@ -57,7 +55,7 @@ pub fn rounded_values_kernel(xq: &Tensor<u32>, xd: &Tensor<f32>, out: &mut Tenso
         #[unroll]
         for b in 0..4usize {
             // q · 2²⁴ · 2⁻²⁴ is q exactly.
-            out[4 * i + b] = field_at_top(word, b, 8usize) * f32::reinterpret(0x3380_0000u32) * d;
+            out[4 * i + b] = field_at_top(word, b, 8usize) * field_unscale(false) * d;
         }
     }
 }
